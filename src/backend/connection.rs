@@ -1,0 +1,315 @@
+//! One logged-in server connection, spoken to in raw protocol messages.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Setting key → the statement that establishes it (see `frontend::settings`).
+pub type AppliedSettings = BTreeMap<String, String>;
+use std::io;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::protocol::frame::{self, Frame};
+use crate::protocol::messages::{self, read_cstr, read_i32};
+
+/// Where and as whom a pool logs in.
+#[derive(Debug, Clone)]
+pub struct LoginTarget {
+    pub node_name: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// Why a server connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("could not connect to server \"{node}\" ({address}): {source}")]
+    Io {
+        node: String,
+        address: String,
+        source: io::Error,
+    },
+    #[error("timed out connecting to server \"{node}\" ({address})")]
+    Timeout { node: String, address: String },
+    /// The server refused the login; the `ErrorResponse` is relayed as is.
+    #[error("server \"{node}\" refused the login")]
+    Refused { node: String, error: Frame },
+    #[error("server \"{node}\" broke the protocol during login: {detail}")]
+    Protocol { node: String, detail: String },
+}
+
+/// A logged-in connection plus what pgsplit knows of its state.
+pub struct ServerConnection {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    max_message_size: usize,
+    /// The server's backend key, for forwarding cancel requests.
+    pub process_id: i32,
+    pub secret_key: i32,
+    /// `host:port`, where cancel requests for this connection go.
+    pub address: String,
+    /// The run-time parameters the server last reported.
+    pub parameters: HashMap<String, String>,
+    /// Names of the pooled prepared statements that exist on this connection.
+    pub prepared: HashSet<String>,
+    /// The client session settings currently applied; `None` when unknown
+    /// (after a rollback that may have undone some), forcing a full reset.
+    pub applied_settings: Option<AppliedSettings>,
+    created: Instant,
+    last_used: Instant,
+}
+
+impl ServerConnection {
+    /// Connects and logs in, answering SCRAM-SHA-256, md5 or cleartext
+    /// password requests with the target's credentials.
+    pub async fn connect(
+        target: &LoginTarget,
+        timeout: Duration,
+        max_message_size: usize,
+    ) -> Result<ServerConnection, ConnectError> {
+        let address = format!("{}:{}", target.host, target.port);
+        let io_error = |source| ConnectError::Io {
+            node: target.node_name.clone(),
+            address: address.clone(),
+            source,
+        };
+        let login = async {
+            let stream = TcpStream::connect((target.host.as_str(), target.port))
+                .await
+                .map_err(io_error)?;
+            stream.set_nodelay(true).map_err(io_error)?;
+            let mut conn = ServerConnection {
+                stream,
+                read_buf: BytesMut::with_capacity(16 * 1024),
+                max_message_size,
+                process_id: 0,
+                secret_key: 0,
+                address: address.clone(),
+                parameters: HashMap::new(),
+                prepared: HashSet::new(),
+                applied_settings: Some(AppliedSettings::new()),
+                created: Instant::now(),
+                last_used: Instant::now(),
+            };
+            conn.login(target).await?;
+            Ok(conn)
+        };
+        match tokio::time::timeout(timeout, login).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Timeout {
+                node: target.node_name.clone(),
+                address,
+            }),
+        }
+    }
+
+    async fn login(&mut self, target: &LoginTarget) -> Result<(), ConnectError> {
+        let protocol = |detail: String| ConnectError::Protocol {
+            node: target.node_name.clone(),
+            detail,
+        };
+        let io = |e: io::Error| protocol(e.to_string());
+        let mut out = BytesMut::new();
+        frontend::startup_message(
+            [
+                ("user", target.user.as_str()),
+                ("database", target.database.as_str()),
+            ],
+            &mut out,
+        )
+        .map_err(io)?;
+        self.write_all(&out).await.map_err(io)?;
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let frame = self.read_frame().await.map_err(io)?;
+            let body = frame.body();
+            match frame.tag() {
+                b'R' => {
+                    let (code, payload) = read_i32(body)
+                        .ok_or_else(|| protocol("short authentication request".into()))?;
+                    let mut out = BytesMut::new();
+                    match code {
+                        messages::AUTH_OK => continue,
+                        messages::AUTH_CLEARTEXT => {
+                            frontend::password_message(target.password.as_bytes(), &mut out)
+                                .map_err(io)?
+                        }
+                        messages::AUTH_MD5 => {
+                            let salt: [u8; 4] = payload
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or_else(|| protocol("short md5 salt".into()))?;
+                            let hash =
+                                md5_hash(target.user.as_bytes(), target.password.as_bytes(), salt);
+                            frontend::password_message(hash.as_bytes(), &mut out).map_err(io)?
+                        }
+                        messages::AUTH_SASL => {
+                            let offers_scram = payload
+                                .split(|&b| b == 0)
+                                .any(|m| m == crate::protocol::scram::MECHANISM.as_bytes());
+                            if !offers_scram {
+                                return Err(protocol(
+                                    "server offers no SASL mechanism pgsplit supports".into(),
+                                ));
+                            }
+                            let client = ScramSha256::new(
+                                target.password.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
+                            frontend::sasl_initial_response(
+                                crate::protocol::scram::MECHANISM,
+                                client.message(),
+                                &mut out,
+                            )
+                            .map_err(io)?;
+                            scram = Some(client);
+                        }
+                        messages::AUTH_SASL_CONTINUE => {
+                            let client = scram.as_mut().ok_or_else(|| {
+                                protocol("SASL continue without SASL start".into())
+                            })?;
+                            client.update(payload).map_err(io)?;
+                            frontend::sasl_response(client.message(), &mut out).map_err(io)?;
+                        }
+                        messages::AUTH_SASL_FINAL => {
+                            let mut client = scram
+                                .take()
+                                .ok_or_else(|| protocol("SASL final without SASL start".into()))?;
+                            client.finish(payload).map_err(io)?;
+                            continue;
+                        }
+                        other => {
+                            return Err(protocol(format!(
+                                "unsupported authentication request {other}"
+                            )))
+                        }
+                    }
+                    self.write_all(&out).await.map_err(io)?;
+                }
+                b'E' => {
+                    return Err(ConnectError::Refused {
+                        node: target.node_name.clone(),
+                        error: frame,
+                    })
+                }
+                b'S' => self.note_parameter(body),
+                b'K' => {
+                    let (pid, rest) =
+                        read_i32(body).ok_or_else(|| protocol("short BackendKeyData".into()))?;
+                    let (secret, _) =
+                        read_i32(rest).ok_or_else(|| protocol("short BackendKeyData".into()))?;
+                    self.process_id = pid;
+                    self.secret_key = secret;
+                }
+                b'Z' => return Ok(()),
+                _ => {} // notices and NegotiateProtocolVersion need no answer
+            }
+        }
+    }
+
+    /// Records a `ParameterStatus` body.
+    pub fn note_parameter(&mut self, body: &[u8]) {
+        if let Some((name, rest)) = read_cstr(body) {
+            if let Some((value, _)) = read_cstr(rest) {
+                self.parameters.insert(
+                    String::from_utf8_lossy(name).into_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                );
+            }
+        }
+    }
+
+    /// Takes the next buffered message, if a whole one has arrived.
+    pub fn next_buffered(&mut self) -> io::Result<Option<Frame>> {
+        frame::decode(&mut self.read_buf, self.max_message_size)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Reads more bytes from the server. Cancel-safe, so it can sit in a
+    /// `select!` beside the client socket. End of stream is an error.
+    pub async fn fill(&mut self) -> io::Result<()> {
+        if self.read_buf.capacity() - self.read_buf.len() < 4096 {
+            self.read_buf.reserve(16 * 1024);
+        }
+        match self.stream.read_buf(&mut self.read_buf).await? {
+            0 => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "server closed the connection unexpectedly",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads until a whole message is available and returns it.
+    pub async fn read_frame(&mut self) -> io::Result<Frame> {
+        loop {
+            if let Some(frame) = self.next_buffered()? {
+                return Ok(frame);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Sends bytes to the server.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Runs a query whose results nobody wants (session replay, reset),
+    /// reading up to `ReadyForQuery`. Returns the first error, if any.
+    pub async fn run_silently(&mut self, sql: &str) -> io::Result<Option<Frame>> {
+        self.write_all(&messages::query(sql)).await?;
+        let mut error = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag() {
+                b'Z' => return Ok(error),
+                b'S' => self.note_parameter(frame.body()),
+                b'E' if error.is_none() => error = Some(frame),
+                _ => {}
+            }
+        }
+    }
+
+    /// Checks, without blocking, that an idle connection is still usable:
+    /// the server has not closed it and sent nothing unexpected (an idle
+    /// server only speaks to say it is going away).
+    pub fn is_healthy_when_idle(&self) -> bool {
+        if !self.read_buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(self.stream.poll_peek(&mut cx, &mut buf), Poll::Pending)
+    }
+
+    /// How long ago the connection was opened.
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
+    }
+
+    /// How long it has sat unused in the pool.
+    pub fn idle_time(&self) -> Duration {
+        self.last_used.elapsed()
+    }
+
+    /// Marks the connection as just used (on return to the pool).
+    pub fn touch(&mut self) {
+        self.last_used = Instant::now();
+    }
+
+    /// Says goodbye to the server; errors are irrelevant at that point.
+    pub async fn terminate(mut self) {
+        let _ = self.write_all(&messages::terminate()).await;
+    }
+}

@@ -1,0 +1,8 @@
+//! Server side: raw protocol connections to PostgreSQL nodes and the pools
+//! that hold them between transactions.
+
+pub mod connection;
+pub mod pool;
+
+pub use connection::{ConnectError, ServerConnection};
+pub use pool::{CheckoutError, Pool, PoolKey, PoolSettings, PooledConnection, Pools};

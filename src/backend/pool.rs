@@ -1,0 +1,191 @@
+//! Pools of logged-in server connections, one per (node, database, user).
+//!
+//! A semaphore bounds the connections of a pool; idle ones wait in a LIFO
+//! stack so the most recently used (with the warmest prepared-statement
+//! cache) is handed out first.
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::connection::{ConnectError, LoginTarget, ServerConnection};
+
+/// Identifies a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub node: usize,
+    pub database: String,
+    pub user: String,
+}
+
+/// Limits and timeouts shared by all pools.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub size: usize,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub max_message_size: usize,
+}
+
+/// Why no server connection could be handed out.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("no server connection became free within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+/// The connections of one (node, database, user).
+pub struct Pool {
+    target: LoginTarget,
+    settings: PoolSettings,
+    idle: Mutex<Vec<ServerConnection>>,
+    permits: Arc<Semaphore>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data inconsistent
+    // (push/pop only), so a poisoned lock is still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Pool {
+    fn new(target: LoginTarget, settings: PoolSettings) -> Pool {
+        Pool {
+            permits: Arc::new(Semaphore::new(settings.size)),
+            target,
+            settings,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The node this pool connects to, by name.
+    pub fn node_name(&self) -> &str {
+        &self.target.node_name
+    }
+
+    /// Hands out a connection, waiting up to `wait` for a free slot; reuses
+    /// a healthy idle connection or opens a new one.
+    pub async fn checkout(
+        self: &Arc<Self>,
+        wait: Duration,
+    ) -> Result<PooledConnection, CheckoutError> {
+        let permit = tokio::time::timeout(wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| CheckoutError::Timeout(wait))?
+            .map_err(|_| CheckoutError::Timeout(wait))?;
+        let conn = match self.take_idle() {
+            Some(conn) => conn,
+            None => {
+                ServerConnection::connect(
+                    &self.target,
+                    self.settings.connect_timeout,
+                    self.settings.max_message_size,
+                )
+                .await?
+            }
+        };
+        Ok(PooledConnection {
+            conn: Some(conn),
+            _permit: permit,
+            pool: self.clone(),
+        })
+    }
+
+    /// Pops idle connections until a usable one turns up; stale or broken
+    /// ones are dropped on the way.
+    fn take_idle(&self) -> Option<ServerConnection> {
+        loop {
+            let conn = lock(&self.idle).pop()?;
+            if self.is_reusable(&conn) && conn.is_healthy_when_idle() {
+                return Some(conn);
+            }
+            tracing::debug!(node = %self.target.node_name, "dropping stale server connection");
+        }
+    }
+
+    fn is_reusable(&self, conn: &ServerConnection) -> bool {
+        conn.age() < self.settings.max_lifetime && conn.idle_time() < self.settings.idle_timeout
+    }
+
+    /// Closes idle connections past their idle timeout or lifetime.
+    pub fn prune(&self) {
+        lock(&self.idle).retain(|conn| self.is_reusable(conn));
+    }
+}
+
+/// A connection lent out by a pool. `release` gives it back; dropping it
+/// closes it, which is the safe default when its state is unknown.
+pub struct PooledConnection {
+    conn: Option<ServerConnection>,
+    _permit: OwnedSemaphorePermit,
+    pool: Arc<Pool>,
+}
+
+impl PooledConnection {
+    /// Returns a clean connection (idle, no transaction) to its pool.
+    pub fn release(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.touch();
+            lock(&self.pool.idle).push(conn);
+        }
+    }
+
+    /// The pool this connection belongs to.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+impl Deref for PooledConnection {
+    type Target = ServerConnection;
+    fn deref(&self) -> &ServerConnection {
+        // `conn` is only taken by `release`, which consumes `self`.
+        self.conn.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut ServerConnection {
+        self.conn.as_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+/// All pools, created on first use of a (node, database, user).
+pub struct Pools {
+    settings: PoolSettings,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+}
+
+impl Pools {
+    /// An empty set of pools sharing `settings`.
+    pub fn new(settings: PoolSettings) -> Pools {
+        Pools {
+            settings,
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool for `key`, created with `target` if it does not exist yet.
+    pub fn get_or_create(&self, key: PoolKey, target: impl FnOnce() -> LoginTarget) -> Arc<Pool> {
+        lock(&self.pools)
+            .entry(key)
+            .or_insert_with(|| Arc::new(Pool::new(target(), self.settings.clone())))
+            .clone()
+    }
+
+    /// Every pool with its key, for pruning and stats.
+    pub fn all(&self) -> Vec<(PoolKey, Arc<Pool>)> {
+        lock(&self.pools)
+            .iter()
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect()
+    }
+}

@@ -1,0 +1,383 @@
+//! Proxy configuration: the YAML schema, loading with `${VAR}` interpolation,
+//! and validation.
+//!
+//! Loading runs in four steps so that every error can name the offending
+//! field path (e.g. `nodes[1].port`):
+//! 1. YAML text -> `serde_json::Value` with serde-saphyr (syntax errors carry
+//!    line and column),
+//! 2. `${VAR}` / `${VAR:-default}` / `$$` interpolation of every string scalar,
+//! 3. `Value` -> [`Config`] through `serde_path_to_error`,
+//! 4. semantic validation ([`validate`]).
+
+mod duration;
+mod error;
+mod interpolate;
+mod number;
+mod size;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use error::ConfigError;
+
+/// Complete proxy configuration, as read from the YAML file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address (`host:port`) clients connect to.
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Address (`host:port`) of the admin/metrics endpoint.
+    #[serde(default = "defaults::admin_listen")]
+    pub admin_listen: String,
+    /// Upper bound on concurrently connected clients.
+    #[serde(
+        default = "defaults::max_client_connections",
+        deserialize_with = "number::deserialize"
+    )]
+    pub max_client_connections: usize,
+    /// Largest protocol message (in bytes) accepted from clients or servers.
+    #[serde(
+        default = "defaults::max_message_size",
+        deserialize_with = "size::deserialize"
+    )]
+    pub max_message_size: usize,
+    /// How long a client may take to complete startup and authentication.
+    #[serde(
+        default = "defaults::client_login_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub client_login_timeout: Duration,
+    /// How long to wait for a TCP connection to a PostgreSQL node.
+    #[serde(
+        default = "defaults::server_connect_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub server_connect_timeout: Duration,
+    /// How long a client waits for a pooled server connection.
+    #[serde(
+        default = "defaults::query_wait_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub query_wait_timeout: Duration,
+    /// How clients authenticate to the proxy.
+    #[serde(default)]
+    pub auth_method: AuthMethod,
+    /// Server connection pool settings.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// TLS between clients and the proxy.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// TLS between the proxy and PostgreSQL nodes.
+    #[serde(default)]
+    pub server_tls: ServerTlsConfig,
+    /// PostgreSQL nodes: exactly one primary plus any number of replicas.
+    pub nodes: Vec<NodeConfig>,
+    /// Users allowed to log in; the same credentials are used towards the nodes.
+    pub users: Vec<UserConfig>,
+    /// Credentials for health checks / replication-lag monitoring, if enabled.
+    #[serde(default)]
+    pub monitor: Option<MonitorConfig>,
+}
+
+/// Server connection pool settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// When a server connection is returned to the pool.
+    #[serde(default)]
+    pub mode: PoolMode,
+    /// Maximum number of server connections per (node, user) pair.
+    #[serde(
+        default = "defaults::pool_size",
+        deserialize_with = "number::deserialize"
+    )]
+    pub size: u32,
+    /// Idle server connections older than this are closed.
+    #[serde(
+        default = "defaults::idle_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub idle_timeout: Duration,
+    /// Server connections are closed (when idle) after this age.
+    #[serde(
+        default = "defaults::max_lifetime",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub max_lifetime: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            mode: PoolMode::default(),
+            size: defaults::pool_size(),
+            idle_timeout: defaults::idle_timeout(),
+            max_lifetime: defaults::max_lifetime(),
+        }
+    }
+}
+
+/// Pooling granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection is held only for the duration of a transaction.
+    #[default]
+    Transaction,
+    /// A server connection is held for the whole client session.
+    Session,
+}
+
+/// Client authentication method offered by the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256 (recommended).
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// Legacy MD5 password hashing.
+    #[serde(rename = "md5")]
+    Md5,
+    /// No client password check (the configured password is still used towards the servers).
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// TLS settings for client connections.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Whether clients may or must use TLS.
+    #[serde(default)]
+    pub mode: ClientTlsMode,
+    /// PEM certificate chain presented to clients.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+/// Client-side TLS policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTlsMode {
+    /// Refuse TLS requests from clients.
+    Disable,
+    /// Accept TLS when a certificate is configured, plaintext otherwise.
+    #[default]
+    Allow,
+    /// Reject clients that do not use TLS.
+    Require,
+}
+
+/// TLS settings for connections to PostgreSQL nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// How strictly TLS is used and verified towards the nodes.
+    #[serde(default)]
+    pub mode: ServerTlsMode,
+    /// PEM CA bundle used by the `verify-*` modes.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Server-side TLS policy (same meaning as libpq's `sslmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    /// Never use TLS.
+    #[default]
+    Disable,
+    /// Use TLS if the server supports it, without verification.
+    Prefer,
+    /// Require TLS, without certificate verification.
+    Require,
+    /// Require TLS and verify the certificate chain against `ca_file`.
+    VerifyCa,
+    /// Like `verify-ca`, and also check that the certificate matches the host name.
+    VerifyFull,
+}
+
+/// One PostgreSQL node behind the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique name used in logs and admin output.
+    pub name: String,
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    #[serde(
+        default = "defaults::node_port",
+        deserialize_with = "number::deserialize"
+    )]
+    pub port: u16,
+    /// Whether writes (primary) or only reads (replica) may go to this node.
+    pub role: Role,
+}
+
+/// Role of a node in read/write splitting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Receives writes and transactions; exactly one per configuration.
+    Primary,
+    /// Receives read-only queries.
+    Replica,
+}
+
+/// A user allowed to connect; the credentials are also used to log in to the nodes.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// PostgreSQL role name.
+    pub name: String,
+    /// Clear-text password (usually supplied via `${VAR}`).
+    pub password: String,
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Credentials the proxy uses for its own health/lag checks.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// PostgreSQL role name for monitoring queries.
+    pub user: String,
+    /// Clear-text password for `user`.
+    pub password: String,
+}
+
+impl fmt::Debug for MonitorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MonitorConfig")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads and validates a YAML file; `${VAR}` is taken from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Config::from_yaml(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses YAML text; `env` resolves `${VAR}` (so tests need not touch the real environment).
+    pub fn from_yaml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let options = serde_saphyr::options! {
+            // `yes`/`no`/`on`/`off` stay strings (YAML 1.2 core schema).
+            strict_booleans: true,
+            // `0123` stays a string (e.g. a password), not the number 123.
+            leading_zero_numbers_as_strings: true,
+            // One-line errors ("... at line L, column C") instead of a snippet.
+            with_snippet: false,
+        };
+        let mut value: serde_json::Value = serde_saphyr::from_str_with_options(text, options)
+            .map_err(|e| ConfigError::Syntax {
+                // Drop advice aimed at the programmer, not the operator.
+                message: e
+                    .to_string()
+                    .replace(", set DuplicateKeyPolicy in Options if acceptable", ""),
+            })?;
+        match &value {
+            serde_json::Value::Object(_) => {}
+            serde_json::Value::Null => {
+                return Err(ConfigError::invalid("", "the configuration is empty"))
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    "",
+                    format!(
+                        "the top level must be a mapping of settings, found {}",
+                        error::kind_of(other)
+                    ),
+                ))
+            }
+        }
+        interpolate::interpolate_value(&mut value, "", env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(value).map_err(ConfigError::from_deserialize)?;
+        validate::validate(&config)?;
+        Ok(config)
+    }
+
+    /// The primary node (validation guarantees exactly one) — returns its index in `nodes`.
+    ///
+    /// For a hand-built, unvalidated `Config` without a primary this returns 0.
+    pub fn primary_index(&self) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.role == Role::Primary)
+            .unwrap_or(0)
+    }
+
+    /// Looks up a configured user by name (used during client authentication).
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+/// Default values, shared by serde and the `Default` impls.
+mod defaults {
+    use std::time::Duration;
+
+    pub(super) fn listen() -> String {
+        "127.0.0.1:6432".to_owned()
+    }
+    pub(super) fn admin_listen() -> String {
+        "127.0.0.1:9930".to_owned()
+    }
+    pub(super) fn max_client_connections() -> usize {
+        1000
+    }
+    pub(super) fn max_message_size() -> usize {
+        64 * 1024 * 1024
+    }
+    pub(super) fn client_login_timeout() -> Duration {
+        Duration::from_secs(15)
+    }
+    pub(super) fn server_connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn query_wait_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn pool_size() -> u32 {
+        20
+    }
+    pub(super) fn idle_timeout() -> Duration {
+        Duration::from_secs(10 * 60)
+    }
+    pub(super) fn max_lifetime() -> Duration {
+        Duration::from_secs(60 * 60)
+    }
+    pub(super) fn node_port() -> u16 {
+        5432
+    }
+}

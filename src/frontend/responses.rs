@@ -1,0 +1,158 @@
+//! Bookkeeping of what the server still owes the client.
+//!
+//! Every message forwarded to the server that produces a reply gets an
+//! entry; pgsplit's own replies (a `ParseComplete` for a statement the
+//! server connection already has) are queued in the same line so the client
+//! sees responses in exactly the order it sent requests, and the replies to
+//! statements pgsplit prepared behind the client's back are swallowed.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+/// A statement pgsplit prepared on the server connection; if the server
+/// skips or rejects the `Parse`, the connection does not have it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedOnServer {
+    pub server_name: String,
+    /// The client's name for it, if the client's own `Parse` created it.
+    pub client_name: Option<Vec<u8>>,
+}
+
+/// One expected response (or run of responses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// A simple `Query` or `FunctionCall`: everything up to `ReadyForQuery`.
+    Query,
+    /// A `Sync`: the `ReadyForQuery` that ends an extended-protocol batch.
+    Sync,
+    /// An extended-protocol message whose reply ends with one of `ends_with`.
+    Reply {
+        ends_with: &'static [u8],
+        prepared: Option<PreparedOnServer>,
+    },
+    /// A reply pgsplit makes itself, sent when its turn comes.
+    Synthetic(Bytes),
+    /// The `ParseComplete` of a `Parse` pgsplit injected; never shown to the client.
+    InjectedParse(PreparedOnServer),
+}
+
+impl Expected {
+    /// The reply a forwarded extended-protocol message gets, by its tag.
+    pub fn reply_to(tag: u8) -> Expected {
+        let ends_with: &'static [u8] = match tag {
+            b'P' => b"1",
+            b'B' => b"2",
+            b'D' => b"Tn",
+            b'E' => b"CIs",
+            b'C' => b"3",
+            _ => b"Z",
+        };
+        Expected::Reply {
+            ends_with,
+            prepared: None,
+        }
+    }
+}
+
+/// The queue of expected responses, oldest first.
+#[derive(Debug, Default)]
+pub struct ResponseQueue {
+    queue: VecDeque<Expected>,
+}
+
+impl ResponseQueue {
+    pub fn push(&mut self, expected: Expected) {
+        self.queue.push_back(expected);
+    }
+
+    pub fn front(&self) -> Option<&Expected> {
+        self.queue.front()
+    }
+
+    pub fn pop(&mut self) -> Option<Expected> {
+        self.queue.pop_front()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Takes the synthetic replies that are due now (nothing is owed
+    /// before them), in order.
+    pub fn take_due_synthetic(&mut self, mut emit: impl FnMut(Bytes)) {
+        while let Some(Expected::Synthetic(_)) = self.queue.front() {
+            if let Some(Expected::Synthetic(bytes)) = self.queue.pop_front() {
+                emit(bytes);
+            }
+        }
+    }
+
+    /// After an error in an extended-protocol batch the server ignores
+    /// everything up to the next `Sync`: drops those entries and returns the
+    /// statements that therefore were not prepared.
+    pub fn skip_to_sync(&mut self) -> Vec<PreparedOnServer> {
+        let mut unprepared = Vec::new();
+        while let Some(front) = self.queue.front() {
+            if matches!(front, Expected::Sync | Expected::Query) {
+                break;
+            }
+            match self.queue.pop_front() {
+                Some(Expected::Reply {
+                    prepared: Some(p), ..
+                })
+                | Some(Expected::InjectedParse(p)) => unprepared.push(p),
+                _ => {}
+            }
+        }
+        unprepared
+    }
+
+    /// How many `ReadyForQuery` messages the client still waits for.
+    pub fn outstanding_ready(&self) -> usize {
+        self.queue
+            .iter()
+            .filter(|e| matches!(e, Expected::Sync | Expected::Query))
+            .count()
+    }
+
+    pub fn clear(&mut self) {
+        self.queue.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_skips_entries_up_to_sync_and_reports_unprepared_statements() {
+        let mut q = ResponseQueue::default();
+        let stmt = PreparedOnServer {
+            server_name: "s1".into(),
+            client_name: Some(b"a".to_vec()),
+        };
+        q.push(Expected::reply_to(b'B'));
+        q.push(Expected::Synthetic(Bytes::from_static(b"1")));
+        q.push(Expected::InjectedParse(stmt.clone()));
+        q.push(Expected::Sync);
+        q.push(Expected::reply_to(b'E'));
+        assert_eq!(q.skip_to_sync(), vec![stmt]);
+        assert_eq!(q.front(), Some(&Expected::Sync));
+        assert_eq!(q.outstanding_ready(), 1);
+    }
+
+    #[test]
+    fn synthetic_replies_are_released_only_when_first_in_line() {
+        let mut q = ResponseQueue::default();
+        q.push(Expected::reply_to(b'B'));
+        q.push(Expected::Synthetic(Bytes::from_static(b"x")));
+        let mut out = Vec::new();
+        q.take_due_synthetic(|b| out.push(b));
+        assert!(out.is_empty());
+        q.pop();
+        q.take_due_synthetic(|b| out.push(b));
+        assert_eq!(out, vec![Bytes::from_static(b"x")]);
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,129 @@
+//! The session settings a client expects to see on whichever server
+//! connection serves it: its startup parameters plus its `SET`s.
+
+use crate::sql::SessionEffect;
+
+/// Setting key → the statement that establishes it on a server connection.
+pub use crate::backend::connection::AppliedSettings as Settings;
+
+/// One client's settings, kept as replayable statements.
+#[derive(Debug, Clone, Default)]
+pub struct SessionSettings {
+    startup: Settings,
+    effective: Settings,
+}
+
+impl SessionSettings {
+    /// Settings from the startup packet; these are also what `RESET` returns to.
+    pub fn from_startup(parameters: &[(String, String)]) -> SessionSettings {
+        let startup: Settings = parameters
+            .iter()
+            .map(|(name, value)| {
+                let key = name.to_ascii_lowercase();
+                let statement = format!("SET {} TO {}", quote_ident(&key), quote_literal(value));
+                (key, statement)
+            })
+            .collect();
+        SessionSettings {
+            effective: startup.clone(),
+            startup,
+        }
+    }
+
+    /// What a server connection must carry to serve this client.
+    pub fn effective(&self) -> &Settings {
+        &self.effective
+    }
+
+    /// Records a statement's effect once it has succeeded and committed.
+    pub fn apply(&mut self, effect: &SessionEffect) {
+        match effect {
+            SessionEffect::Set { key, statement } => {
+                self.effective.insert(key.clone(), statement.clone());
+            }
+            SessionEffect::Reset { key } => match self.startup.get(key) {
+                Some(statement) => {
+                    self.effective.insert(key.clone(), statement.clone());
+                }
+                None => {
+                    self.effective.remove(key);
+                }
+            },
+            SessionEffect::ResetAll | SessionEffect::DiscardAll => {
+                self.effective = self.startup.clone()
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The SQL that brings a server connection from any state to `settings`:
+/// back to the defaults first (role and session user included, which
+/// `RESET ALL` leaves alone), then every setting in turn.
+pub fn replay_sql(settings: &Settings) -> String {
+    let mut sql = String::from("SET SESSION AUTHORIZATION DEFAULT; RESET ALL;");
+    for statement in settings.values() {
+        sql.push(' ');
+        sql.push_str(statement);
+        sql.push(';');
+    }
+    sql
+}
+
+fn quote_ident(name: &str) -> String {
+    let plain = name.bytes().enumerate().all(|(i, b)| {
+        b.is_ascii_lowercase() || b == b'_' || (i > 0 && (b.is_ascii_digit() || b == b'.'))
+    });
+    if plain {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_parameters_become_quoted_set_statements() {
+        let s = SessionSettings::from_startup(&[
+            ("DateStyle".into(), "ISO, MDY".into()),
+            ("application_name".into(), "it's".into()),
+        ]);
+        assert_eq!(s.effective()["datestyle"], "SET datestyle TO 'ISO, MDY'");
+        assert_eq!(
+            s.effective()["application_name"],
+            "SET application_name TO 'it''s'"
+        );
+    }
+
+    #[test]
+    fn reset_returns_to_the_startup_value() {
+        let mut s = SessionSettings::from_startup(&[("search_path".into(), "a".into())]);
+        let set = SessionEffect::Set {
+            key: "search_path".into(),
+            statement: "SET search_path = b".into(),
+        };
+        s.apply(&set);
+        s.apply(&SessionEffect::Set {
+            key: "work_mem".into(),
+            statement: "SET work_mem = '8MB'".into(),
+        });
+        assert_eq!(s.effective()["search_path"], "SET search_path = b");
+        s.apply(&SessionEffect::Reset {
+            key: "search_path".into(),
+        });
+        assert_eq!(s.effective()["search_path"], "SET search_path TO 'a'");
+        s.apply(&SessionEffect::ResetAll);
+        assert!(!s.effective().contains_key("work_mem"));
+        assert_eq!(
+            replay_sql(s.effective()),
+            "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; SET search_path TO 'a';"
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! Prepared statements under transaction pooling.
+//!
+//! A client's named statements are given pgsplit-wide server names, one per
+//! distinct `Parse` body, so the same statement from many clients is
+//! prepared once per server connection and two clients' `S_1` never clash.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::sql::SessionEffect;
+
+/// A client's prepared statement and what is needed to prepare it anywhere.
+#[derive(Debug)]
+pub struct PreparedStatement {
+    /// The name it has on server connections.
+    pub server_name: String,
+    /// The `Parse` body after the statement name: query text and types.
+    pub parse_rest: Bytes,
+    /// What executing it does to the session (a prepared `SET`, say).
+    pub effect: SessionEffect,
+}
+
+/// Interns `Parse` bodies into server statement names, process-wide.
+#[derive(Default)]
+pub struct StatementNames {
+    names: Mutex<HashMap<Bytes, String>>,
+    next: AtomicU64,
+}
+
+impl StatementNames {
+    /// The server name for a `Parse` body, the same for identical bodies.
+    pub fn name_for(&self, parse_rest: &Bytes) -> String {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(name) = names.get(parse_rest) {
+            return name.clone();
+        }
+        let name = format!("pgsplit_{}", self.next.fetch_add(1, Ordering::Relaxed));
+        names.insert(parse_rest.clone(), name.clone());
+        name
+    }
+}
+
+/// One client's statements by the names the client gave them.
+#[derive(Default)]
+pub struct ClientStatements {
+    by_name: HashMap<Vec<u8>, Arc<PreparedStatement>>,
+}
+
+impl ClientStatements {
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<PreparedStatement>> {
+        self.by_name.get(name)
+    }
+
+    pub fn insert(&mut self, name: Vec<u8>, statement: Arc<PreparedStatement>) {
+        self.by_name.insert(name, statement);
+    }
+
+    /// Forgets a statement; returns whether the client had it.
+    pub fn remove(&mut self, name: &[u8]) -> bool {
+        self.by_name.remove(name).is_some()
+    }
+
+    /// Forgets a statement only if it still maps to `server_name` (undoing a
+    /// `Parse` that failed on the server).
+    pub fn remove_if_server_name(&mut self, name: &[u8], server_name: &str) {
+        if self
+            .by_name
+            .get(name)
+            .is_some_and(|s| s.server_name == server_name)
+        {
+            self.by_name.remove(name);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_bodies_share_a_name_and_different_ones_do_not() {
+        let names = StatementNames::default();
+        let a = Bytes::from_static(b"SELECT 1\0\0\0");
+        let b = Bytes::from_static(b"SELECT 2\0\0\0");
+        assert_eq!(names.name_for(&a), names.name_for(&a.clone()));
+        assert_ne!(names.name_for(&a), names.name_for(&b));
+    }
+}

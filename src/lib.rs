@@ -1,0 +1,13 @@
+//! pgsplit: a PostgreSQL wire-protocol proxy that pools server connections
+//! and splits reads from writes. The binary in `main.rs` is a thin CLI over
+//! this library, so integration tests and benchmarks drive the same code.
+
+pub mod backend;
+pub mod cluster;
+pub mod config;
+pub mod demo;
+pub mod frontend;
+pub mod protocol;
+pub mod proxy;
+pub mod router;
+pub mod sql;

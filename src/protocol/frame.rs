@@ -1,0 +1,120 @@
+//! Splitting a byte stream into `{tag, length, body}` messages without copying.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// One complete protocol message, tag and length included, exactly as it
+/// arrived, so it can be forwarded untouched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame(Bytes);
+
+impl Frame {
+    /// Wraps bytes that are known to hold one whole message (tag, length, body).
+    pub fn from_bytes(bytes: Bytes) -> Frame {
+        Frame(bytes)
+    }
+
+    /// The message type byte, e.g. `b'Q'`.
+    pub fn tag(&self) -> u8 {
+        self.0[0]
+    }
+
+    /// The message body after the tag and length.
+    pub fn body(&self) -> &[u8] {
+        &self.0[5..]
+    }
+
+    /// The whole message, for forwarding.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+/// Why a byte stream could not be split into messages; always fatal for the
+/// connection, because the stream can no longer be resynchronised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The length field is below 4 (it counts itself) or negative.
+    #[error("invalid message length {length} for message type {tag:#04x}")]
+    InvalidLength { tag: u8, length: i32 },
+    /// The length field exceeds the configured `max_message_size`.
+    #[error("message of type {tag:#04x} is {length} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        tag: u8,
+        length: usize,
+        limit: usize,
+    },
+}
+
+/// Takes the next complete message off the front of `buf`.
+///
+/// Returns `Ok(None)` when more bytes are needed. The length is checked as
+/// soon as the five header bytes are present, so an oversized message is
+/// refused before its body is buffered.
+pub fn decode(buf: &mut BytesMut, max_size: usize) -> Result<Option<Frame>, FrameError> {
+    let Some(length) = peek_length(buf, max_size)? else {
+        return Ok(None);
+    };
+    if buf.len() < 1 + length {
+        buf.reserve(1 + length - buf.len());
+        return Ok(None);
+    }
+    Ok(Some(Frame(buf.split_to(1 + length).freeze())))
+}
+
+/// Validates the header at the front of `buf` and returns the length field.
+fn peek_length(buf: &BytesMut, max_size: usize) -> Result<Option<usize>, FrameError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let tag = buf[0];
+    let length = (&buf[1..5]).get_i32();
+    if length < 4 {
+        return Err(FrameError::InvalidLength { tag, length });
+    }
+    let length = length as usize;
+    if length > max_size {
+        return Err(FrameError::TooLarge {
+            tag,
+            length,
+            limit: max_size,
+        });
+    }
+    Ok(Some(length))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_consecutive_messages_and_waits_for_partial_ones() {
+        let mut buf = BytesMut::from(&b"Q\0\0\0\x0bSELECT\0S\0\0\0\x04Z\0\0"[..]);
+        let first = decode(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(first.tag(), b'Q');
+        assert_eq!(first.body(), b"SELECT\0");
+        let second = decode(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(second.tag(), b'S');
+        assert!(second.body().is_empty());
+        assert_eq!(decode(&mut buf, 1024).unwrap(), None);
+        assert_eq!(&buf[..], b"Z\0\0");
+    }
+
+    #[test]
+    fn rejects_short_negative_and_oversized_lengths() {
+        for header in [&b"Q\0\0\0\x03"[..], &b"Q\xff\xff\xff\xff"[..]] {
+            let mut buf = BytesMut::from(header);
+            assert!(matches!(
+                decode(&mut buf, 1024),
+                Err(FrameError::InvalidLength { tag: b'Q', .. })
+            ));
+        }
+        let mut buf = BytesMut::from(&b"d\0\x10\0\0"[..]);
+        assert!(matches!(
+            decode(&mut buf, 1024),
+            Err(FrameError::TooLarge {
+                length: 1048576,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,191 @@
+//! The proxy as a whole: the listener, the state shared by all sessions,
+//! and orderly shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::backend::{PoolSettings, Pools};
+use crate::config::Config;
+use crate::frontend::cancel::CancelRegistry;
+use crate::frontend::login::{login, LoginOutcome};
+use crate::frontend::session::Session;
+use crate::frontend::statements::StatementNames;
+use crate::frontend::tls;
+use crate::protocol::scram::ScramVerifier;
+use crate::router::Router;
+
+/// How often idle server connections are checked against their timeouts.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long shutdown waits for transactions in progress to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A configured user's secrets, with the SCRAM verifier derived once.
+pub struct Credentials {
+    pub password: String,
+    pub scram: ScramVerifier,
+}
+
+/// State every session can see.
+pub struct Shared {
+    pub config: Config,
+    credentials: HashMap<String, Credentials>,
+    pub pools: Pools,
+    pub cancels: Arc<CancelRegistry>,
+    pub statement_names: StatementNames,
+    pub tls: Option<TlsAcceptor>,
+    pub router: Router,
+    clients: AtomicUsize,
+}
+
+impl Shared {
+    /// The configured credentials of `user`, if pgsplit knows the user.
+    pub fn credentials(&self, user: &str) -> Option<&Credentials> {
+        self.credentials.get(user)
+    }
+
+    /// Client connections open right now, logged in or not.
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a client connection for as long as it lives.
+struct ClientGuard(Arc<Shared>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A bound, not yet running proxy.
+pub struct Proxy {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Binds the client port and prepares shared state (TLS, verifiers).
+    pub async fn bind(config: Config) -> anyhow::Result<Proxy> {
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        let credentials = config
+            .users
+            .iter()
+            .map(|user| {
+                let credentials = Credentials {
+                    password: user.password.clone(),
+                    scram: ScramVerifier::from_password(&user.password),
+                };
+                (user.name.clone(), credentials)
+            })
+            .collect();
+        let pools = Pools::new(PoolSettings {
+            size: config.pool.size as usize,
+            connect_timeout: config.server_connect_timeout,
+            idle_timeout: config.pool.idle_timeout,
+            max_lifetime: config.pool.max_lifetime,
+            max_message_size: config.max_message_size,
+        });
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        let shared = Shared {
+            router: Router::new(&config),
+            credentials,
+            pools,
+            cancels: Arc::new(CancelRegistry::default()),
+            statement_names: StatementNames::default(),
+            tls,
+            clients: AtomicUsize::new(0),
+            config,
+        };
+        Ok(Proxy {
+            listener,
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The address clients connect to (useful when `listen` used port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves clients until `shutdown` completes, then stops accepting,
+    /// lets transactions in progress finish (up to a grace period) and
+    /// closes idle clients with `57P01`, as PostgreSQL's smart shutdown does.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_sessions, sessions_stop) = watch::channel(false);
+        let pruner = tokio::spawn(prune_idle_connections(self.shared.clone()));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((socket, peer)) => {
+                        self.shared.clients.fetch_add(1, Ordering::Relaxed);
+                        let guard = ClientGuard(self.shared.clone());
+                        tokio::spawn(serve_client(guard, socket, peer, sessions_stop.clone()));
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        tracing::info!(clients = self.shared.client_count(), "shutting down");
+        let _ = stop_sessions.send(true);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while self.shared.client_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        pruner.abort();
+        Ok(())
+    }
+}
+
+async fn serve_client(
+    guard: ClientGuard,
+    socket: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let shared = guard.0.clone();
+    if let Err(error) = socket.set_nodelay(true) {
+        tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
+    }
+    let outcome =
+        tokio::time::timeout(shared.config.client_login_timeout, login(&shared, socket)).await;
+    match outcome {
+        Ok(LoginOutcome::Authenticated(client)) => Session::run(shared, client, shutdown).await,
+        Ok(LoginOutcome::Cancelled | LoginOutcome::Closed) => {}
+        Err(_) => {
+            tracing::info!(%peer, "client did not finish logging in within client_login_timeout")
+        }
+    }
+    drop(guard);
+}
+
+async fn prune_idle_connections(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        interval.tick().await;
+        for (_, pool) in shared.pools.all() {
+            pool.prune();
+        }
+    }
+}
