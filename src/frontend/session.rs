@@ -796,6 +796,10 @@ impl Session {
 
     fn on_command_complete(&mut self, body: &[u8]) {
         let tag = body.strip_suffix(b"\0").unwrap_or(body);
+        if tag == b"ROLLBACK" {
+            // Undoes this transaction's settings (a failed COMMIT reports ROLLBACK too).
+            self.transaction_failed = true;
+        }
         let matches = self
             .effects_in_flight
             .front()

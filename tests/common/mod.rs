@@ -1,0 +1,113 @@
+//! Shared harness for integration tests: one real PostgreSQL primary with
+//! two streaming replicas per test binary, and pgsplit instances in front
+//! of it, each on its own runtime thread so they outlive any one test.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+use pgsplit::cluster::{LocalCluster, APP_DATABASE, APP_PASSWORD, APP_USER};
+use pgsplit::config::Config;
+use pgsplit::proxy::Proxy;
+
+static CLUSTER: OnceLock<Mutex<Option<LocalCluster>>> = OnceLock::new();
+static DEFAULT_PROXY: OnceLock<SocketAddr> = OnceLock::new();
+
+extern "C" fn stop_cluster() {
+    if let Some(cell) = CLUSTER.get() {
+        if let Ok(mut guard) = cell.lock() {
+            if let Some(mut cluster) = guard.take() {
+                cluster.stop();
+            }
+        }
+    }
+}
+
+/// Runs `f` with the shared cluster, starting it on first use. Static
+/// values are never dropped, so an `atexit` hook stops the servers.
+pub fn with_cluster<T>(f: impl FnOnce(&LocalCluster) -> T) -> T {
+    let cell = CLUSTER.get_or_init(|| {
+        let cluster = LocalCluster::start(2).expect("start the test cluster");
+        // SAFETY: registering a plain extern "C" function is always sound.
+        unsafe {
+            libc::atexit(stop_cluster);
+        }
+        Mutex::new(Some(cluster))
+    });
+    let guard = cell.lock().unwrap_or_else(|p| p.into_inner());
+    f(guard.as_ref().expect("cluster already stopped"))
+}
+
+/// Starts a pgsplit in front of the shared cluster with extra top-level
+/// YAML (e.g. `pool: { mode: session }`) and returns its address.
+pub fn start_proxy(extra_yaml: &str) -> SocketAddr {
+    let yaml = with_cluster(|c| pgsplit::demo::config_yaml(c, "127.0.0.1:0", extra_yaml));
+    let config = Config::from_yaml(&yaml, &|_| None).expect("valid test config");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let proxy = Proxy::bind(config).await.expect("bind proxy");
+            tx.send(proxy.local_addr().expect("local addr"))
+                .expect("report address");
+            proxy.run(std::future::pending()).await.expect("proxy runs");
+        });
+    });
+    rx.recv().expect("proxy started")
+}
+
+/// The transaction-pooling pgsplit shared by the tests of one binary.
+pub fn proxy() -> SocketAddr {
+    *DEFAULT_PROXY.get_or_init(|| start_proxy(""))
+}
+
+/// A libpq connection string for `addr`.
+pub fn url(addr: SocketAddr, user: &str, password: &str, database: &str) -> String {
+    format!("postgresql://{user}:{password}@{addr}/{database}?sslmode=disable")
+}
+
+/// The app user's connection string through `addr`.
+pub fn app_url(addr: SocketAddr) -> String {
+    url(addr, APP_USER, APP_PASSWORD, APP_DATABASE)
+}
+
+/// Connects with tokio-postgres and drives the connection in the background.
+pub async fn connect(addr: SocketAddr) -> tokio_postgres::Client {
+    try_connect(&app_url(addr))
+        .await
+        .expect("connect through pgsplit")
+}
+
+/// Connects with tokio-postgres, returning the error instead of panicking.
+pub async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Runs a PostgreSQL client tool (psql, pgbench) from the cluster's bin dir.
+pub fn run_tool(tool: &str, args: &[&str], password: &str) -> Output {
+    let bin = with_cluster(|c| c.bin(tool));
+    Command::new(bin)
+        .args(args)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"))
+}
+
+/// Runs SQL directly on the primary as the superuser (bypassing pgsplit).
+pub fn primary_sql(sql: &str) -> String {
+    with_cluster(|c| {
+        c.psql(c.primary(), APP_DATABASE, sql)
+            .expect("run SQL on the primary")
+    })
+}
