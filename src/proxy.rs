@@ -97,6 +97,7 @@ impl Proxy {
             idle_timeout: config.pool.idle_timeout,
             max_lifetime: config.pool.max_lifetime,
             max_message_size: config.max_message_size,
+            tls: crate::backend::tls::from_config(&config.server_tls)?,
         });
         let listener = TcpListener::bind(&config.listen)
             .await

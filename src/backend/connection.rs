@@ -5,16 +5,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// Setting key → the statement that establishes it (see `frontend::settings`).
 pub type AppliedSettings = BTreeMap<String, String>;
 use std::io;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::tls::{ServerStream, ServerTls};
+use crate::config::ServerTlsMode;
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, read_cstr, read_i32};
 
@@ -49,7 +50,7 @@ pub enum ConnectError {
 
 /// A logged-in connection plus what pgsplit knows of its state.
 pub struct ServerConnection {
-    stream: TcpStream,
+    stream: ServerStream,
     read_buf: BytesMut,
     max_message_size: usize,
     /// The server's backend key, for forwarding cancel requests.
@@ -75,6 +76,7 @@ impl ServerConnection {
         target: &LoginTarget,
         timeout: Duration,
         max_message_size: usize,
+        tls: Option<&ServerTls>,
     ) -> Result<ServerConnection, ConnectError> {
         let address = format!("{}:{}", target.host, target.port);
         let io_error = |source| ConnectError::Io {
@@ -87,6 +89,10 @@ impl ServerConnection {
                 .await
                 .map_err(io_error)?;
             stream.set_nodelay(true).map_err(io_error)?;
+            let stream = match tls {
+                Some(tls) => negotiate_tls(stream, tls, target).await?,
+                None => ServerStream::Plain(stream),
+            };
             let mut conn = ServerConnection {
                 stream,
                 read_buf: BytesMut::with_capacity(16 * 1024),
@@ -280,17 +286,9 @@ impl ServerConnection {
         }
     }
 
-    /// Checks, without blocking, that an idle connection is still usable:
-    /// the server has not closed it and sent nothing unexpected (an idle
-    /// server only speaks to say it is going away).
+    /// Checks, without blocking, that an idle connection is still usable.
     pub fn is_healthy_when_idle(&self) -> bool {
-        if !self.read_buf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut probe);
-        let mut cx = Context::from_waker(Waker::noop());
-        matches!(self.stream.poll_peek(&mut cx, &mut buf), Poll::Pending)
+        self.read_buf.is_empty() && self.stream.is_quiet()
     }
 
     /// How long ago the connection was opened.
@@ -311,5 +309,43 @@ impl ServerConnection {
     /// Says goodbye to the server; errors are irrelevant at that point.
     pub async fn terminate(mut self) {
         let _ = self.write_all(&messages::terminate()).await;
+    }
+}
+
+/// Asks the server for TLS (`SSLRequest`) and performs the handshake;
+/// `prefer` falls back to plaintext when the server declines.
+async fn negotiate_tls(
+    mut stream: TcpStream,
+    tls: &ServerTls,
+    target: &LoginTarget,
+) -> Result<ServerStream, ConnectError> {
+    let failed = |detail: String| ConnectError::Protocol {
+        node: target.node_name.clone(),
+        detail,
+    };
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    stream
+        .write_all(&request)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let answer = stream.read_u8().await.map_err(|e| failed(e.to_string()))?;
+    match answer {
+        b'S' => {
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| failed(format!("invalid host name for TLS: {e}")))?;
+            let tls_stream = tls
+                .connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| failed(format!("TLS handshake failed: {e}")))?;
+            Ok(ServerStream::Tls(Box::new(tls_stream)))
+        }
+        b'N' if tls.mode == ServerTlsMode::Prefer => Ok(ServerStream::Plain(stream)),
+        b'N' => Err(failed(format!(
+            "server does not support TLS, but server_tls.mode is {:?}",
+            tls.mode
+        ))),
+        other => Err(failed(format!("unexpected answer {other} to SSLRequest"))),
     }
 }

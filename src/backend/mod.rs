@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod pool;
+pub mod tls;
 
 pub use connection::{ConnectError, ServerConnection};
 pub use pool::{CheckoutError, Pool, PoolKey, PoolSettings, PooledConnection, Pools};

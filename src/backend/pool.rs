@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connection::{ConnectError, LoginTarget, ServerConnection};
+use super::tls::ServerTls;
 
 /// Identifies a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -29,6 +30,8 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub max_message_size: usize,
+    /// TLS towards the nodes, if configured.
+    pub tls: Option<ServerTls>,
 }
 
 /// Why no server connection could be handed out.
@@ -88,6 +91,7 @@ impl Pool {
                     &self.target,
                     self.settings.connect_timeout,
                     self.settings.max_message_size,
+                    self.settings.tls.as_ref(),
                 )
                 .await?
             }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building, testing and trying pgsplit needs on a fresh
+# Debian or Ubuntu machine: PostgreSQL server binaries (initdb, pg_ctl,
+# pg_basebackup, psql, pgbench) and openssl. Safe to run repeatedly.
+set -euo pipefail
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "pgsplit needs a Rust toolchain (cargo): see https://rustup.rs" >&2
+  exit 1
+fi
+
+need=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+
+if ((${#need[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${need[*]}"
+  # The tests and the demo start their own servers; no system cluster wanted.
+  $sudo mkdir -p /etc/postgresql-common
+  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,224 @@
+//! TLS on both sides: clients to pgsplit (`tls`), pgsplit to the nodes
+//! (`server_tls`, with libpq's sslmode semantics). Certificates are made
+//! with the openssl command line for each run.
+
+mod common;
+
+use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{primary_sql, run_tool, start_proxy, try_connect, with_cluster};
+use tokio_postgres::error::SqlState;
+
+struct Certs {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    other_ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        status.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+/// A CA, a server certificate it signed for the name `wrong.example` only
+/// (so host-name verification of 127.0.0.1 must fail), and an unrelated CA.
+/// The primary is switched to TLS with that certificate.
+fn certs() -> &'static Certs {
+    static CERTS: OnceLock<Certs> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (name, subject) in [("ca", "/CN=pgsplit-test-ca"), ("other-ca", "/CN=other-ca")] {
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.crt"),
+                    "-subj",
+                    subject,
+                ],
+            );
+        }
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=wrong.example",
+            ],
+        );
+        std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:wrong.example\n").unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "1",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+        // PostgreSQL must own its key (mode 0600); so must the dir be reachable.
+        let owner = with_cluster(|c| std::fs::metadata(&c.primary().data_dir).unwrap());
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for file in ["server.crt", "server.key"] {
+            chown(d.join(file), Some(owner.uid()), Some(owner.gid())).unwrap();
+        }
+        std::fs::set_permissions(d.join("server.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let cert = d.join("server.crt");
+        let key = d.join("server.key");
+        primary_sql(&format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{}'",
+            cert.display()
+        ));
+        primary_sql(&format!(
+            "ALTER SYSTEM SET ssl_key_file = '{}'",
+            key.display()
+        ));
+        primary_sql("ALTER SYSTEM SET ssl = on");
+        primary_sql("SELECT pg_reload_conf()");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while primary_sql("SHOW ssl") != "on" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "primary did not enable ssl"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Certs {
+            ca: d.join("ca.crt"),
+            other_ca: d.join("other-ca.crt"),
+            cert,
+            key,
+            _dir: dir,
+        }
+    })
+}
+
+const SERVER_SIDE_TLS: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
+async fn server_side_tls_in_use(extra: &str) -> Result<String, tokio_postgres::Error> {
+    let addr = start_proxy(extra);
+    let client = try_connect(&common::app_url(addr)).await?;
+    let row = client.query_one(SERVER_SIDE_TLS, &[]).await?;
+    Ok(row.get::<_, bool>(0).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_tls_modes_encrypt_and_verify_like_libpq() {
+    let certs = certs();
+    assert_eq!(server_side_tls_in_use("").await.unwrap(), "false");
+    assert_eq!(
+        server_side_tls_in_use("server_tls: { mode: prefer }\n")
+            .await
+            .unwrap(),
+        "true"
+    );
+    assert_eq!(
+        server_side_tls_in_use("server_tls: { mode: require }\n")
+            .await
+            .unwrap(),
+        "true"
+    );
+    let verify_ca = format!(
+        "server_tls: {{ mode: verify-ca, ca_file: \"{}\" }}\n",
+        certs.ca.display()
+    );
+    assert_eq!(server_side_tls_in_use(&verify_ca).await.unwrap(), "true");
+
+    // The certificate names wrong.example, not 127.0.0.1: verify-full refuses it.
+    let verify_full = format!(
+        "server_tls: {{ mode: verify-full, ca_file: \"{}\" }}\n",
+        certs.ca.display()
+    );
+    let error = server_side_tls_in_use(&verify_full).await.unwrap_err();
+    assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
+
+    // A CA that did not sign the certificate: verify-ca refuses it.
+    let wrong_ca = format!(
+        "server_tls: {{ mode: verify-ca, ca_file: \"{}\" }}\n",
+        certs.other_ca.display()
+    );
+    let error = server_side_tls_in_use(&wrong_ca).await.unwrap_err();
+    assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_tls_required_refuses_plaintext_and_serves_psql_over_tls() {
+    let certs = certs();
+    let addr = start_proxy(&format!(
+        "tls: {{ mode: require, cert: \"{}\", key: \"{}\" }}\n",
+        certs.cert.display(),
+        certs.key.display()
+    ));
+    let error = try_connect(&common::app_url(addr))
+        .await
+        .err()
+        .expect("plaintext must be refused");
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+        "{error}"
+    );
+
+    let url = format!("postgresql://app@{addr}/app?sslmode=require");
+    let out = run_tool("psql", &["-XAtq", &url, "-c", "SELECT 'over tls'"], "app");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over tls");
+
+    // libpq verifies the chain when asked (the name does not matter for verify-ca).
+    let url = format!(
+        "postgresql://app@{addr}/app?sslmode=verify-ca&sslrootcert={}",
+        certs.ca.display()
+    );
+    let out = run_tool("psql", &["-XAtq", &url, "-c", "SELECT 1"], "app");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
