@@ -133,8 +133,7 @@ async fn login_fails_cleanly_while_the_primary_is_down() {
     with_cluster(|c| c.stop_node(c.primary())).unwrap();
     let error = try_connect(&common::app_url(addr))
         .await
-        .err()
-        .expect("login must fail");
+        .expect_err("login must fail");
     assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
     with_cluster(|c| c.start_node(c.primary())).unwrap();
     let client = connect(addr).await;

@@ -193,8 +193,7 @@ async fn client_tls_required_refuses_plaintext_and_serves_psql_over_tls() {
     ));
     let error = try_connect(&common::app_url(addr))
         .await
-        .err()
-        .expect("plaintext must be refused");
+        .expect_err("plaintext must be refused");
     assert_eq!(
         error.code(),
         Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
