@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod frontend;
+pub mod net;
 pub mod protocol;
 pub mod proxy;
 pub mod router;

@@ -14,7 +14,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::tls::{ServerStream, ServerTls};
+use super::tls::{is_quiet, ServerStream, ServerTls};
 use crate::config::ServerTlsMode;
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, read_cstr, read_i32};
@@ -288,7 +288,7 @@ impl ServerConnection {
 
     /// Checks, without blocking, that an idle connection is still usable.
     pub fn is_healthy_when_idle(&self) -> bool {
-        self.read_buf.is_empty() && self.stream.is_quiet()
+        self.read_buf.is_empty() && is_quiet(&self.stream)
     }
 
     /// How long ago the connection was opened.

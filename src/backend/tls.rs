@@ -3,8 +3,6 @@
 //! `verify-ca` checks the chain against `ca_file`, `verify-full` also the
 //! host name.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -17,12 +15,13 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureScheme,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{ServerTlsConfig, ServerTlsMode};
+use crate::net::MaybeTls;
 
 /// How pgsplit secures its server connections.
 #[derive(Clone)]
@@ -187,63 +186,19 @@ impl ServerCertVerifier for ChainOnly {
 }
 
 /// A server socket, plain or TLS.
-pub enum ServerStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
+pub type ServerStream = MaybeTls<TlsStream<TcpStream>>;
 
-impl ServerStream {
-    /// Whether an idle connection is still usable: not closed by the server
-    /// and with nothing unread (an idle server only writes when it is about
-    /// to close the connection).
-    pub fn is_quiet(&self) -> bool {
-        let tcp = match self {
-            ServerStream::Plain(s) => s,
-            ServerStream::Tls(s) => s.get_ref().0,
-        };
-        let mut probe = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut probe);
-        let mut cx = Context::from_waker(Waker::noop());
-        matches!(tcp.poll_peek(&mut cx, &mut buf), Poll::Pending)
-    }
-}
-
-impl AsyncRead for ServerStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
+/// Whether an idle connection is still usable: not closed by the server
+/// and with nothing unread (an idle server only writes when it is about to
+/// close the connection).
+pub fn is_quiet(stream: &ServerStream) -> bool {
+    let tcp = match stream {
+        MaybeTls::Plain(s) => s,
+        MaybeTls::Tls(s) => s.get_ref().0,
+        MaybeTls::Detached => return false,
+    };
+    let mut probe = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut probe);
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(tcp.poll_peek(&mut cx, &mut buf), Poll::Pending)
 }
