@@ -33,8 +33,12 @@ pub enum Expected {
     },
     /// A reply pgsplit makes itself, sent when its turn comes.
     Synthetic(Bytes),
-    /// The `ParseComplete` of a `Parse` pgsplit injected; never shown to the client.
-    InjectedParse(PreparedOnServer),
+    /// The reply (`reply` tag) to a message pgsplit sent on its own, such as
+    /// the `ParseComplete` of a statement it prepared; never shown to the client.
+    Injected {
+        reply: u8,
+        prepared: Option<PreparedOnServer>,
+    },
 }
 
 impl Expected {
@@ -101,7 +105,9 @@ impl ResponseQueue {
                 Some(Expected::Reply {
                     prepared: Some(p), ..
                 })
-                | Some(Expected::InjectedParse(p)) => unprepared.push(p),
+                | Some(Expected::Injected {
+                    prepared: Some(p), ..
+                }) => unprepared.push(p),
                 _ => {}
             }
         }
@@ -134,7 +140,10 @@ mod tests {
         };
         q.push(Expected::reply_to(b'B'));
         q.push(Expected::Synthetic(Bytes::from_static(b"1")));
-        q.push(Expected::InjectedParse(stmt.clone()));
+        q.push(Expected::Injected {
+            reply: b'1',
+            prepared: Some(stmt.clone()),
+        });
         q.push(Expected::Sync);
         q.push(Expected::reply_to(b'E'));
         assert_eq!(q.skip_to_sync(), vec![stmt]);

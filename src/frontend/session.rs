@@ -25,7 +25,7 @@ use crate::protocol::messages::{self, error_fields};
 use crate::protocol::{PgError, SqlState};
 use crate::proxy::Shared;
 use crate::sql::lexer::split_statements;
-use crate::sql::{session_effect, SessionEffect};
+use crate::sql::{quote_literal, session_effect, SessionEffect};
 
 /// Why a server connection could not take on the client's settings.
 enum SyncError {
@@ -51,6 +51,9 @@ impl SyncError {
         }
     }
 }
+
+/// Message types a client may send after login.
+const FRONTEND_TAGS: &[u8] = b"QPBDECSHdcfFX";
 
 /// Why a session ends.
 enum End {
@@ -293,6 +296,10 @@ impl Session {
     /// The main loop: flush what is due, then wait for the client, the
     /// server or shutdown.
     async fn serve(&mut self) {
+        // Messages may have arrived together with the last login message.
+        if !self.client_in.is_empty() {
+            self.handle_client_input().await;
+        }
         loop {
             if let Err(error) = self.flush().await {
                 tracing::debug!(%error, "client connection lost");
@@ -304,15 +311,7 @@ impl Session {
             tokio::select! {
                 read = self.client.read_buf(&mut self.client_in) => match read {
                     Ok(0) | Err(_) => return,
-                    Ok(_) => match self.process_client_input().await {
-                        Ok(()) => {}
-                        Err(End::Closed) => return,
-                        Err(End::Fatal(error)) => {
-                            tracing::info!(%error, "closing client session");
-                            self.client_out.extend_from_slice(&error.to_message());
-                            self.finished = true;
-                        }
-                    },
+                    Ok(_) => self.handle_client_input().await,
                 },
                 filled = fill(&mut self.server) => match filled {
                     Ok(()) => self.process_server_input(),
@@ -322,6 +321,19 @@ impl Session {
                     self.shutting_down = true;
                     self.finish_if_idle_during_shutdown();
                 }
+            }
+        }
+    }
+
+    /// Processes buffered client messages; a fatal problem ends the session.
+    async fn handle_client_input(&mut self) {
+        match self.process_client_input().await {
+            Ok(()) => {}
+            Err(End::Closed) => self.finished = true,
+            Err(End::Fatal(error)) => {
+                tracing::info!(%error, "closing client session");
+                self.client_out.extend_from_slice(&error.to_message());
+                self.finished = true;
             }
         }
     }
@@ -390,9 +402,42 @@ impl Session {
     /// Reports an error for a request pgsplit could not pass on: after a
     /// simple query the client is ready again; in an extended-protocol batch
     /// the rest of the batch is skipped up to `Sync`.
+    ///
+    /// With a server connection attached mid-batch or mid-transaction, the
+    /// server itself must fail too, or it would commit what PostgreSQL rolls
+    /// back: pgsplit has it raise the same error, which then reaches the
+    /// client in its place.
     fn reject(&mut self, error: PgError, tag: u8) {
-        self.reply(error.to_message());
+        if self.server.is_some() && !matches!(tag, b'Q' | b'F') {
+            self.fail_on_server(&error);
+        } else {
+            self.reply(error.to_message());
+        }
         self.reject_tail(tag);
+    }
+
+    /// Makes the attached server raise `error` with an anonymous `DO` block
+    /// (unnamed statement and portal), swallowing its `ParseComplete` and
+    /// `BindComplete`; the error itself is relayed like any other.
+    fn fail_on_server(&mut self, error: &PgError) {
+        let sql = format!(
+            "DO $pgsplit$ BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = {}; END $pgsplit$",
+            error.code,
+            quote_literal(&error.message)
+        );
+        self.server_out
+            .extend_from_slice(&messages::parse_renamed("", &messages::parse_rest(&sql)));
+        self.server_out
+            .extend_from_slice(&messages::bind_renamed(b"", "", &[0, 0, 0, 0, 0, 0]));
+        self.server_out
+            .extend_from_slice(&messages::execute_unnamed());
+        for reply in [b'1', b'2'] {
+            self.expected.push(Expected::Injected {
+                reply,
+                prepared: None,
+            });
+        }
+        self.expected.push(Expected::reply_to(b'E'));
     }
 
     /// What follows a rejection: `ReadyForQuery` or skipping to `Sync`.
@@ -457,6 +502,12 @@ impl Session {
 
     async fn on_client_message(&mut self, frame: Frame) -> Result<(), End> {
         let tag = frame.tag();
+        if !FRONTEND_TAGS.contains(&tag) {
+            return Err(End::Fatal(PgError::fatal(
+                SqlState::PROTOCOL_VIOLATION,
+                format!("invalid frontend message type {tag}"),
+            )));
+        }
         if self.skip_until_sync && !matches!(tag, b'S' | b'X') {
             return Ok(());
         }
@@ -495,13 +546,7 @@ impl Session {
                     self.expected.push(Expected::Query);
                 }
             }
-            b'X' => return Err(End::Closed),
-            other => {
-                return Err(End::Fatal(PgError::fatal(
-                    SqlState::PROTOCOL_VIOLATION,
-                    format!("invalid frontend message type {other}"),
-                )))
-            }
+            _ => return Err(End::Closed), // Terminate
         }
         Ok(())
     }
@@ -631,11 +676,13 @@ impl Session {
                 &statement.server_name,
                 &statement.parse_rest,
             ));
-            self.expected
-                .push(Expected::InjectedParse(PreparedOnServer {
+            self.expected.push(Expected::Injected {
+                reply: b'1',
+                prepared: Some(PreparedOnServer {
                     server_name: statement.server_name.clone(),
                     client_name: None,
-                }));
+                }),
+            });
         }
     }
 
@@ -747,7 +794,7 @@ impl Session {
         }
         self.release_due_synthetic();
         match self.expected.front() {
-            Some(Expected::InjectedParse(_)) if tag == b'1' => {
+            Some(Expected::Injected { reply, .. }) if *reply == tag => {
                 self.expected.pop();
             }
             Some(Expected::Reply { ends_with, .. }) => {

@@ -1,7 +1,7 @@
 //! The session settings a client expects to see on whichever server
 //! connection serves it: its startup parameters plus its `SET`s.
 
-use crate::sql::SessionEffect;
+use crate::sql::{quote_literal, SessionEffect};
 
 /// Setting key → the statement that establishes it on a server connection.
 pub use crate::backend::connection::AppliedSettings as Settings;
@@ -79,10 +79,6 @@ fn quote_ident(name: &str) -> String {
     } else {
         format!("\"{}\"", name.replace('"', "\"\""))
     }
-}
-
-fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 #[cfg(test)]

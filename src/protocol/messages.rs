@@ -116,6 +116,22 @@ pub fn parse_renamed(name: &str, rest: &[u8]) -> Bytes {
     })
 }
 
+/// The rest of a `Parse` body after the name: query text, no parameter types.
+pub fn parse_rest(sql: &str) -> Vec<u8> {
+    let mut rest = Vec::with_capacity(sql.len() + 3);
+    rest.extend_from_slice(sql.as_bytes());
+    rest.extend_from_slice(&[0, 0, 0]);
+    rest
+}
+
+/// `Execute` of the unnamed portal, all rows.
+pub fn execute_unnamed() -> Bytes {
+    build(b'E', |b| {
+        b.put_u8(0);
+        b.put_i32(0);
+    })
+}
+
 /// `Bind` with the statement name replaced; `rest` is everything after it.
 pub fn bind_renamed(portal: &[u8], statement: &str, rest: &[u8]) -> Bytes {
     build(b'B', |b| {

@@ -6,3 +6,25 @@ pub mod lexer;
 pub mod session;
 
 pub use session::{session_effect, SessionEffect};
+
+/// Quotes text as an SQL string literal that reads the same whatever
+/// `standard_conforming_strings` is (backslashes use the `E''` form).
+pub fn quote_literal(value: &str) -> String {
+    let doubled = value.replace('\'', "''");
+    if value.contains('\\') {
+        format!("E'{}'", doubled.replace('\\', "\\\\"))
+    } else {
+        format!("'{doubled}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote_literal;
+
+    #[test]
+    fn quotes_literals_safely() {
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r"a\b'"), r"E'a\\b'''");
+    }
+}

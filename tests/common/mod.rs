@@ -111,3 +111,20 @@ pub fn primary_sql(sql: &str) -> String {
             .expect("run SQL on the primary")
     })
 }
+
+/// Path of the primary's unix socket, where every role logs in without a
+/// password (trust), so tests can compare pgsplit with PostgreSQL itself.
+pub fn primary_socket() -> std::path::PathBuf {
+    with_cluster(|c| {
+        c.socket_dir()
+            .join(format!(".s.PGSQL.{}", c.primary().port))
+    })
+}
+
+/// Runs SQL directly on the primary as the superuser in `database`.
+pub fn primary_sql_in(database: &str, sql: &str) -> String {
+    with_cluster(|c| {
+        c.psql(c.primary(), database, sql)
+            .expect("run SQL on the primary")
+    })
+}
