@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Compares pgbench throughput directly against the primary and through
-# pgsplit, in one run against one throwaway cluster (`pgsplit demo`).
+# pgsplit (and PgBouncer, when installed), in one run against one throwaway
+# cluster started by `pgsplit demo`.
 #
 #   bench/pgbench.sh                 # 16 clients, 20 s per run
 #   CLIENTS=32 DURATION=10 bench/pgbench.sh
 #
-# Prints TPS per protocol mode and the ratio pgsplit/direct.
+# Prints TPS per protocol mode and the ratios to direct.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,33 +16,80 @@ DURATION=${DURATION:-20}
 SCALE=${SCALE:-10}
 PGBENCH=${PGBENCH:-$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | sort -V | tail -1)}
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 cargo build --release --quiet
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-log=$(mktemp)
-PGSPLIT_LOG=warn ./target/release/pgsplit demo --listen "127.0.0.1:$port" >"$log" 2>&1 &
+work=$(mktemp -d)
+chmod 755 "$work"
+port=$(free_port)
+PGSPLIT_LOG=warn ./target/release/pgsplit demo --listen "127.0.0.1:$port" >"$work/demo.log" 2>&1 &
 demo=$!
-trap 'kill -INT $demo 2>/dev/null; wait $demo 2>/dev/null; rm -f "$log"' EXIT
+bouncer=""
+cleanup() {
+  [ -n "$bouncer" ] && kill "$bouncer" 2>/dev/null
+  kill -INT $demo 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
 for _ in $(seq 1 120); do
-  grep -q "Connect with" "$log" && break
-  kill -0 $demo 2>/dev/null || { cat "$log"; exit 1; }
+  grep -q "Connect with" "$work/demo.log" && break
+  kill -0 $demo 2>/dev/null || { cat "$work/demo.log"; exit 1; }
   sleep 0.5
 done
-primary=$(awk '$1 == "pg1" { split($4, a, ":"); print a[2] }' "$log")
+primary=$(awk '$1 == "pg1" { split($4, a, ":"); print a[2] }' "$work/demo.log")
 export PGPASSWORD=app
 direct="postgresql://app@127.0.0.1:$primary/app"
 proxied="postgresql://app@127.0.0.1:$port/app"
 
+# PgBouncer in transaction pooling with the same pool size, if installed.
+pgbouncer_url=""
+if command -v pgbouncer >/dev/null 2>&1; then
+  bport=$(free_port)
+  cat >"$work/pgbouncer.ini" <<INI
+[databases]
+app = host=127.0.0.1 port=$primary dbname=app
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bport
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $work/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 1000
+INI
+  echo '"app" "app"' >"$work/userlist.txt"
+  chmod 644 "$work"/*
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- pgbouncer -q "$work/pgbouncer.ini" 2>"$work/pgbouncer.err" &
+  else
+    pgbouncer -q "$work/pgbouncer.ini" 2>"$work/pgbouncer.err" &
+  fi
+  bouncer=$!
+  sleep 1
+  pgbouncer_url="postgresql://app@127.0.0.1:$bport/app"
+fi
+
 "$PGBENCH" -i -q -s "$SCALE" "$direct" >/dev/null 2>&1
 
-tps() { # url mode
-  "$PGBENCH" -S -M "$2" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" "$1" 2>/dev/null |
-    awk -F'= ' '/^tps/ { split($2, a, " "); printf "%.0f", a[1] }'
+tps() { # url mode: prints TPS, or "failed" when any transaction failed
+  local out
+  out=$("$PGBENCH" -S -M "$2" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" "$1" 2>&1) || true
+  if grep -q "^number of failed transactions: 0 " <<<"$out"; then
+    awk -F'= ' '/^tps/ { split($2, a, " "); printf "%.0f", a[1] }' <<<"$out"
+  else
+    echo failed
+  fi
 }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}x')" 2>/dev/null || echo n/a; }
 
 printf "pgbench -S, %s clients, %s threads, %s s per run, scale %s\n\n" "$CLIENTS" "$THREADS" "$DURATION" "$SCALE"
-printf "%-10s %12s %12s %10s\n" mode direct pgsplit ratio
+printf "%-10s %10s %10s %10s %14s %14s\n" mode direct pgsplit pgbouncer "pgsplit/direct" "bouncer/direct"
 for mode in simple extended prepared; do
   d=$(tps "$direct" "$mode")
   p=$(tps "$proxied" "$mode")
-  printf "%-10s %12s %12s %10s\n" "$mode" "$d" "$p" "$(python3 -c "print(f'{$p / $d:.2f}x' if $d else 'n/a')")"
+  b=n/a
+  if [ -n "$pgbouncer_url" ]; then b=$(tps "$pgbouncer_url" "$mode"); fi
+  printf "%-10s %10s %10s %10s %14s %14s\n" "$mode" "$d" "$p" "$b" "$(ratio "$p" "$d")" "$(ratio "$b" "$d")"
 done
