@@ -27,7 +27,7 @@ demo=$!
 bouncer=""
 cleanup() {
   [ -n "$bouncer" ] && kill "$bouncer" 2>/dev/null
-  kill -INT $demo 2>/dev/null
+  kill -TERM $demo 2>/dev/null
   wait 2>/dev/null
   rm -rf "$work"
 }

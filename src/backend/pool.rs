@@ -80,10 +80,14 @@ impl Pool {
         self: &Arc<Self>,
         wait: Duration,
     ) -> Result<PooledConnection, CheckoutError> {
-        let permit = tokio::time::timeout(wait, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| CheckoutError::Timeout(wait))?
-            .map_err(|_| CheckoutError::Timeout(wait))?;
+        // The common case, a free slot, needs no timer.
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => tokio::time::timeout(wait, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| CheckoutError::Timeout(wait))?
+                .map_err(|_| CheckoutError::Timeout(wait))?,
+        };
         let conn = match self.take_idle() {
             Some(conn) => conn,
             None => {

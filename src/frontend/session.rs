@@ -98,7 +98,6 @@ pub struct Session {
     /// client's next request.
     lost_state: Option<PgError>,
     cancel_key: CancelKey,
-    shutdown: watch::Receiver<bool>,
     shutting_down: bool,
     finished: bool,
 }
@@ -191,14 +190,13 @@ impl Session {
             server_fatal: None,
             lost_state: None,
             cancel_key,
-            shutdown,
             shutting_down: false,
             finished: false,
             shared,
         };
         tracing::debug!(user = %request.user, database = %request.database, "client logged in");
         match session.greet().await {
-            Ok(()) => session.serve().await,
+            Ok(()) => session.serve(shutdown).await,
             Err(error) => {
                 let _ = session.client.write_all(&error).await;
             }
@@ -295,7 +293,11 @@ impl Session {
 
     /// The main loop: flush what is due, then wait for the client, the
     /// server or shutdown.
-    async fn serve(&mut self) {
+    async fn serve(&mut self, mut shutdown: watch::Receiver<bool>) {
+        // One long-lived future: creating one per loop turn costs a lock.
+        self.shutting_down = *shutdown.borrow_and_update();
+        let stop = shutdown.changed();
+        tokio::pin!(stop);
         // Messages may have arrived together with the last login message.
         if !self.client_in.is_empty() {
             self.handle_client_input().await;
@@ -317,7 +319,7 @@ impl Session {
                     Ok(()) => self.process_server_input(),
                     Err(error) => self.on_server_lost(error),
                 },
-                _ = self.shutdown.changed(), if !self.shutting_down => {
+                _ = &mut stop, if !self.shutting_down => {
                     self.shutting_down = true;
                     self.finish_if_idle_during_shutdown();
                 }

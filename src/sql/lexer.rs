@@ -200,6 +200,10 @@ impl<'a> Iterator for Tokens<'a> {
 /// ignoring semicolons inside literals, identifiers and comments.
 pub fn split_statements(sql: &str) -> Vec<&str> {
     let mut statements = Vec::new();
+    if !sql.contains(';') {
+        push_trimmed(&mut statements, sql);
+        return statements;
+    }
     let mut start = 0;
     for (offset, token) in tokens(sql) {
         if token == Token::Symbol(';') {

@@ -39,6 +39,26 @@ const SESSION_LOCK_FUNCTIONS: [&str; 4] = [
 
 /// Works out the session effect of one statement (no trailing `;`).
 pub fn session_effect(statement: &str) -> SessionEffect {
+    // Most statements start with a keyword pooling does not care about and
+    // take no advisory lock: settle those without tokenizing them whole.
+    let Some((_, first)) = tokens(statement).next() else {
+        return SessionEffect::None;
+    };
+    let interesting = [
+        "set",
+        "reset",
+        "discard",
+        "deallocate",
+        "listen",
+        "prepare",
+        "create",
+        "declare",
+    ]
+    .iter()
+    .any(|k| first.is_keyword(k));
+    if !interesting && !contains_ignore_case(statement, "advisory") {
+        return SessionEffect::None;
+    }
     let words: Vec<Token> = tokens(statement).map(|(_, t)| t).collect();
     let Some(first) = words.first() else {
         return SessionEffect::None;
@@ -83,6 +103,13 @@ pub fn session_effect(statement: &str) -> SessionEffect {
     } else {
         SessionEffect::None
     }
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn creates_temporary_object(words: &[Token]) -> bool {
