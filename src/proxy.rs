@@ -21,10 +21,13 @@ use crate::frontend::session::Session;
 use crate::frontend::statements::StatementNames;
 use crate::frontend::tls;
 use crate::protocol::scram::ScramVerifier;
+use crate::router::classify::ClassificationCache;
 use crate::router::Router;
 
 /// How often idle server connections are checked against their timeouts.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
+/// Distinct statement texts whose classification is kept.
+const CLASSIFICATION_CACHE_SIZE: usize = 10_000;
 /// How long shutdown waits for transactions in progress to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -42,7 +45,9 @@ pub struct Shared {
     pub cancels: Arc<CancelRegistry>,
     pub statement_names: StatementNames,
     pub tls: Option<TlsAcceptor>,
-    pub router: Router,
+    pub router: Arc<Router>,
+    /// Read/write classification of statement texts, cached.
+    pub classifier: ClassificationCache,
     clients: AtomicUsize,
 }
 
@@ -103,7 +108,8 @@ impl Proxy {
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
         let shared = Shared {
-            router: Router::new(&config),
+            router: Arc::new(Router::new(&config)),
+            classifier: ClassificationCache::new(CLASSIFICATION_CACHE_SIZE),
             credentials,
             pools,
             cancels: Arc::new(CancelRegistry::default()),

@@ -300,7 +300,8 @@ async fn listen_notify_through_transaction_pooling() {
 /// gets the same server connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_does_not_outlive_the_client() {
-    let addr = common::start_proxy("pool: { size: 1 }\n");
+    // Everything on the primary, so the SELECT below uses the same connection.
+    let addr = common::start_proxy("pool: { size: 1 }\nrouting: { route: primary }\n");
     let (first, mut first_notifications) = connect_with_notifications(addr).await;
     first
         .batch_execute("LISTEN tools_leftover")

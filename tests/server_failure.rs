@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, primary_sql, proxy, try_connect, with_cluster};
+use common::{connect, primary_sql, start_proxy, try_connect, with_cluster};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::SimpleQueryMessage;
 
@@ -16,6 +16,13 @@ fn first_value(messages: &[SimpleQueryMessage]) -> Option<String> {
         SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
         _ => None,
     })
+}
+
+/// A proxy that sends everything to the primary, whose backends these
+/// tests terminate and whose server they restart.
+fn proxy() -> std::net::SocketAddr {
+    static PROXY: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+    *PROXY.get_or_init(|| start_proxy("routing: { route: primary }\n"))
 }
 
 /// Polls the primary until a backend matching `filter` shows up, returning its pid.

@@ -138,7 +138,8 @@ fn certs() -> &'static Certs {
 const SERVER_SIDE_TLS: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
 async fn server_side_tls_in_use(extra: &str) -> Result<String, tokio_postgres::Error> {
-    let addr = start_proxy(extra);
+    // Only the primary has TLS switched on.
+    let addr = start_proxy(&format!("{extra}routing: {{ route: primary }}\n"));
     let client = try_connect(&common::app_url(addr)).await?;
     let row = client.query_one(SERVER_SIDE_TLS, &[]).await?;
     Ok(row.get::<_, bool>(0).to_string())

@@ -13,6 +13,7 @@ mod duration;
 mod error;
 mod interpolate;
 mod number;
+mod routing;
 mod size;
 mod validate;
 
@@ -26,6 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::ConfigError;
+pub use routing::{LoadBalance, PrimaryReads, Route, RouteRule, RoutingConfig};
 
 /// Complete proxy configuration, as read from the YAML file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -86,6 +88,9 @@ pub struct Config {
     /// Credentials for health checks / replication-lag monitoring, if enabled.
     #[serde(default)]
     pub monitor: Option<MonitorConfig>,
+    /// Read/write splitting.
+    #[serde(default)]
+    pub routing: RoutingConfig,
 }
 
 /// Server connection pool settings.
@@ -225,6 +230,15 @@ pub struct NodeConfig {
     pub port: u16,
     /// Whether writes (primary) or only reads (replica) may go to this node.
     pub role: Role,
+    /// Share of reads relative to other nodes (load balancing), at least 1.
+    #[serde(
+        default = "defaults::node_weight",
+        deserialize_with = "number::deserialize"
+    )]
+    pub weight: u32,
+    /// Labels routing rules can select replicas by (e.g. `analytics`).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// Role of a node in read/write splitting.
@@ -379,5 +393,8 @@ mod defaults {
     }
     pub(super) fn node_port() -> u16 {
         5432
+    }
+    pub(super) fn node_weight() -> u32 {
+        1
     }
 }

@@ -74,6 +74,8 @@ fn minimal_config_gets_defaults() {
             host: "db1".into(),
             port: 5432,
             role: Role::Primary,
+            weight: 1,
+            tags: Vec::new(),
         }]
     );
     assert_eq!(c.monitor, None);
@@ -311,9 +313,9 @@ fn unknown_fields_are_named() {
         "pool: unknown field `sise`, expected one of `mode`, `size`",
     );
     let message = error(
-        "nodes:\n  - { name: pg1, host: h, role: primary, weight: 2 }\nusers: [{ name: a, password: b }]\n",
+        "nodes:\n  - { name: pg1, host: h, role: primary, wieght: 2 }\nusers: [{ name: a, password: b }]\n",
     );
-    assert_contains(&message, "nodes[0]: unknown field `weight`");
+    assert_contains(&message, "nodes[0]: unknown field `wieght`");
 }
 
 #[test]

@@ -58,6 +58,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     check_tls(config)?;
     check_nodes(config)?;
+    check_routing(config)?;
     check_users(config)?;
     if let Some(monitor) = &config.monitor {
         require_non_empty("monitor.user", &monitor.user)?;
@@ -182,6 +183,12 @@ fn check_nodes(config: &Config) -> Result<(), ConfigError> {
                 "must be between 1 and 65535",
             ));
         }
+        if node.weight == 0 {
+            return Err(ConfigError::invalid(
+                format!("nodes[{i}].weight"),
+                "must be at least 1",
+            ));
+        }
     }
     let primaries = config
         .nodes
@@ -193,6 +200,26 @@ fn check_nodes(config: &Config) -> Result<(), ConfigError> {
             "nodes",
             format!("exactly one node must have role primary (found {primaries})"),
         ));
+    }
+    Ok(())
+}
+
+fn check_routing(config: &Config) -> Result<(), ConfigError> {
+    for (i, rule) in config.routing.rules.iter().enumerate() {
+        if rule.user.is_none() && rule.application_name.is_none() {
+            return Err(ConfigError::invalid(
+                format!("routing.rules[{i}]"),
+                "needs a user or an application_name to match",
+            ));
+        }
+        if let Some(tag) = &rule.tag {
+            if !config.nodes.iter().any(|n| n.tags.contains(tag)) {
+                return Err(ConfigError::invalid(
+                    format!("routing.rules[{i}].tag"),
+                    format!("no node has the tag {tag:?}"),
+                ));
+            }
+        }
     }
     Ok(())
 }

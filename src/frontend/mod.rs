@@ -9,3 +9,4 @@ pub mod settings;
 pub mod statements;
 pub mod stream;
 pub mod tls;
+pub mod unit;

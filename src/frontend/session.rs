@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,14 +18,19 @@ use super::responses::{Expected, PreparedOnServer, ResponseQueue};
 use super::settings::{replay_sql, SessionSettings};
 use super::statements::{ClientStatements, PreparedStatement};
 use super::stream::ClientStream;
+use super::unit::{self, Lookahead, UnitTraits};
 use crate::backend::connection::LoginTarget;
 use crate::backend::{CheckoutError, ConnectError, Pool, PoolKey, PooledConnection};
 use crate::config::PoolMode;
+use crate::config::Route;
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, error_fields};
 use crate::protocol::{PgError, SqlState};
 use crate::proxy::Shared;
+use crate::router::classify::Classification;
+use crate::router::{InFlight, Need, SessionRoute};
 use crate::sql::lexer::split_statements;
+use crate::sql::session::setting_value;
 use crate::sql::{quote_literal, session_effect, SessionEffect};
 
 /// Why a server connection could not take on the client's settings.
@@ -51,6 +57,9 @@ impl SyncError {
         }
     }
 }
+
+/// The session setting that picks the route, handled by pgsplit.
+const ROUTE_SETTING: &str = "pgsplit.route";
 
 /// Message types a client may send after login.
 const FRONTEND_TAGS: &[u8] = b"QPBDECSHdcfFX";
@@ -98,6 +107,20 @@ pub struct Session {
     /// client's next request.
     lost_state: Option<PgError>,
     cancel_key: CancelKey,
+    /// Where this session's transactions go (rules, `SET pgsplit.route`).
+    route: SessionRoute,
+    /// The route from the config rules, which `RESET pgsplit.route` restores.
+    default_route: SessionRoute,
+    /// The planned unit that is about to start, once it has been looked at.
+    unit: Option<UnitTraits>,
+    /// The current transaction changed data.
+    transaction_wrote: bool,
+    /// When the client's last writing transaction ended.
+    last_write: Option<Instant>,
+    /// Counts the attached connection's node as busy, for load balancing.
+    in_flight: Option<InFlight>,
+    /// Classification of the statement behind the unnamed `Parse`.
+    unnamed_class: Option<Arc<Classification>>,
     shutting_down: bool,
     finished: bool,
 }
@@ -169,6 +192,12 @@ impl Session {
             })
             .collect();
         let cancel_key = shared.cancels.register();
+        let application_name = request
+            .parameters
+            .iter()
+            .find(|(name, _)| name == "application_name")
+            .map(|(_, value)| value.as_str());
+        let route = shared.router.session_route(&request.user, application_name);
         let mut session = Session {
             settings: SessionSettings::from_startup(&request.parameters),
             client: login.stream,
@@ -190,6 +219,13 @@ impl Session {
             server_fatal: None,
             lost_state: None,
             cancel_key,
+            default_route: route.clone(),
+            route,
+            unit: None,
+            transaction_wrote: false,
+            last_write: None,
+            in_flight: None,
+            unnamed_class: None,
             shutting_down: false,
             finished: false,
             shared,
@@ -212,7 +248,8 @@ impl Session {
     /// connection is taken now so that an unknown database or an invalid
     /// startup setting fails the login, as it would on PostgreSQL.
     async fn greet(&mut self) -> Result<(), Bytes> {
-        let mut server = self.checkout().await.map_err(|error| match error {
+        let primary = self.shared.router.primary();
+        let mut server = self.checkout(primary).await.map_err(|error| match error {
             CheckoutError::Connect(ConnectError::Refused { error, .. }) => error.bytes().clone(),
             CheckoutError::Timeout(_) => {
                 PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, format!("pgsplit: {error}"))
@@ -239,16 +276,15 @@ impl Session {
         self.client_out
             .extend_from_slice(&messages::ready_for_query(b'I'));
         if self.pool_mode() == PoolMode::Session {
-            self.attach(server);
+            self.attach(server, primary);
         } else {
             server.release();
         }
         Ok(())
     }
 
-    /// Takes a server connection from the pool of the node the router picks.
-    async fn checkout(&self) -> Result<PooledConnection, CheckoutError> {
-        let node = self.shared.router.node_for_transaction();
+    /// Takes a server connection from `node`'s pool.
+    async fn checkout(&self, node: usize) -> Result<PooledConnection, CheckoutError> {
         self.pools[node]
             .checkout(self.shared.config.query_wait_timeout)
             .await
@@ -274,7 +310,8 @@ impl Session {
         }
     }
 
-    fn attach(&mut self, server: PooledConnection) {
+    fn attach(&mut self, server: PooledConnection, node: usize) {
+        self.in_flight = Some(self.shared.router.start_transaction(node));
         cancel::publish(
             &self.cancel_key.slot,
             Some(CancelTarget {
@@ -288,6 +325,7 @@ impl Session {
 
     fn detach(&mut self) -> Option<PooledConnection> {
         cancel::publish(&self.cancel_key.slot, None);
+        self.in_flight = None;
         self.server.take()
     }
 
@@ -371,6 +409,9 @@ impl Session {
     async fn process_client_input(&mut self) -> Result<(), End> {
         let limit = self.shared.config.max_message_size;
         loop {
+            if !self.plan_unit() {
+                break;
+            }
             let frame = frame::decode(&mut self.client_in, limit).map_err(|e| {
                 End::Fatal(PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()))
             })?;
@@ -480,16 +521,38 @@ impl Session {
             self.reject(error, tag);
             return false;
         }
-        let mut server = match self.checkout().await {
-            Ok(server) => server,
-            Err(error) => {
-                tracing::warn!(%error, "no server connection for client");
-                let code = match error {
-                    CheckoutError::Timeout(_) => SqlState::TOO_MANY_CONNECTIONS,
-                    CheckoutError::Connect(_) => SqlState::CONNECTION_FAILURE,
-                };
-                self.reject(PgError::error(code, format!("pgsplit: {error}")), tag);
+        let need = match self.unit.take() {
+            Some(unit) => unit.need(&self.route, self.read_only_session(), self.recently_wrote()),
+            None => Need::Primary,
+        };
+        let router = self.shared.router.clone();
+        let mut failed = Vec::new();
+        let (mut server, node) = loop {
+            let Some(node) = router.choose(need, &self.route, &failed) else {
+                let error = PgError::error(
+                    SqlState::CONNECTION_FAILURE,
+                    "pgsplit: no replica can serve this read and routing.primary_reads is never",
+                );
+                self.reject(error, tag);
                 return false;
+            };
+            match self.checkout(node).await {
+                Ok(server) => break (server, node),
+                Err(error) if node != router.primary() => {
+                    // Nothing was sent yet: the read can go elsewhere.
+                    tracing::warn!(%error, node = router.node_name(node), "replica unavailable, routing the read elsewhere");
+                    router.node_failed(node);
+                    failed.push(node);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "no server connection for client");
+                    let code = match error {
+                        CheckoutError::Timeout(_) => SqlState::TOO_MANY_CONNECTIONS,
+                        CheckoutError::Connect(_) => SqlState::CONNECTION_FAILURE,
+                    };
+                    self.reject(PgError::error(code, format!("pgsplit: {error}")), tag);
+                    return false;
+                }
             }
         };
         if let Err(error) = self.sync_settings(&mut server).await {
@@ -498,8 +561,72 @@ impl Session {
             self.reject_tail(tag);
             return false;
         }
-        self.attach(server);
+        self.attach(server, node);
         true
+    }
+
+    /// Whether the session's transactions are read-only by default
+    /// (`default_transaction_read_only`), so `BEGIN` may use a replica.
+    fn read_only_session(&self) -> bool {
+        self.settings
+            .effective()
+            .get("default_transaction_read_only")
+            .is_some_and(|statement| crate::sql::session::sets_boolean_on(statement))
+    }
+
+    /// Whether the client's last write is recent enough to read it back
+    /// from the primary only.
+    fn recently_wrote(&self) -> bool {
+        unit::within_sticky_window(self.shared.router.settings(), self.last_write)
+    }
+
+    /// Whether `function` is known not to write (config lists; unknown
+    /// functions count as writes).
+    fn function_is_read_only(shared: &Shared, function: &str) -> bool {
+        let routing = shared.router.settings();
+        if routing
+            .write_functions
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(function))
+        {
+            return false;
+        }
+        routing
+            .read_only_functions
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(function))
+    }
+
+    /// Looks at the unit about to start, once, before a node is chosen.
+    /// `false` means its end has not arrived yet.
+    fn plan_unit(&mut self) -> bool {
+        if self.server.is_some() || self.unit.is_some() || self.skip_until_sync {
+            return true;
+        }
+        let shared = self.shared.clone();
+        let read_only = |f: &str| Self::function_is_read_only(&shared, f);
+        match unit::plan(
+            &self.client_in,
+            &shared.classifier,
+            &self.statements,
+            self.unnamed_class.as_ref(),
+            &read_only,
+            shared.config.max_message_size,
+        ) {
+            Lookahead::Planned(traits) => {
+                self.unit = Some(traits);
+                true
+            }
+            Lookahead::Incomplete => false,
+        }
+    }
+
+    /// Notes a statement of the current transaction, for stickiness.
+    fn note_class(&mut self, class: &Classification) {
+        let mut traits = UnitTraits::default();
+        let shared = self.shared.clone();
+        traits.absorb(class, |f| Self::function_is_read_only(&shared, f));
+        self.transaction_wrote |= traits.wrote();
     }
 
     async fn on_client_message(&mut self, frame: Frame) -> Result<(), End> {
@@ -534,6 +661,7 @@ impl Session {
                     self.forward(&frame);
                     self.expected.push(Expected::Sync);
                 } else {
+                    self.unit = None;
                     self.reply(messages::ready_for_query(b'I'));
                 }
             }
@@ -560,6 +688,15 @@ impl Session {
             .into_iter()
             .map(session_effect)
             .collect();
+        if let [effect @ (SessionEffect::Set { key, .. } | SessionEffect::Reset { key })] =
+            effects.as_slice()
+        {
+            if key == ROUTE_SETTING {
+                let effect = effect.clone();
+                self.set_route(&effect);
+                return;
+            }
+        }
         if let [SessionEffect::Deallocate(Some(name))] = effects.as_slice() {
             if self.transaction_status != b'E' && self.statements.remove(name.as_bytes()) {
                 self.reply(messages::command_complete("DEALLOCATE"));
@@ -575,6 +712,8 @@ impl Session {
         if !self.ensure_server(b'Q').await {
             return;
         }
+        let class = self.shared.classifier.classify(&text);
+        self.note_class(&class);
         for effect in effects {
             match effect {
                 SessionEffect::Pin(reason) => self.pin(reason),
@@ -588,16 +727,53 @@ impl Session {
         self.expected.push(Expected::Query);
     }
 
+    /// `SET pgsplit.route = primary | replica | auto` (and `RESET`), answered
+    /// by pgsplit itself: the servers never see it.
+    fn set_route(&mut self, effect: &SessionEffect) {
+        let status = if self.server.is_some() {
+            self.transaction_status
+        } else {
+            b'I'
+        };
+        let (route, tag) = match effect {
+            SessionEffect::Set { statement, .. } => {
+                let value = setting_value(statement).unwrap_or_default();
+                match value.as_str() {
+                    "primary" => (Route::Primary, "SET"),
+                    "replica" => (Route::Replica, "SET"),
+                    "auto" => (Route::Auto, "SET"),
+                    _ => {
+                        let error = PgError::error(
+                            SqlState::INVALID_PARAMETER_VALUE,
+                            format!("invalid value for parameter \"{ROUTE_SETTING}\": \"{value}\" (expected primary, replica or auto)"),
+                        );
+                        self.reply(error.to_message());
+                        self.reply(messages::ready_for_query(status));
+                        return;
+                    }
+                }
+            }
+            _ => (self.default_route.route, "RESET"),
+        };
+        self.route.route = route;
+        self.reply(messages::command_complete(tag));
+        self.reply(messages::ready_for_query(status));
+    }
+
     async fn on_parse(&mut self, frame: Frame) -> Result<(), End> {
         let Some(parse) = messages::parse_body(frame.body()) else {
             return Err(malformed("Parse"));
         };
-        let effect = session_effect(&String::from_utf8_lossy(parse.query));
+        let query = String::from_utf8_lossy(parse.query);
+        let effect = session_effect(&query);
         if let SessionEffect::Pin(reason) = effect {
             self.pin(reason);
         }
+        let class = self.shared.classifier.classify(&query);
+        self.note_class(&class);
         if parse.name.is_empty() {
             self.unnamed_effect = effect;
+            self.unnamed_class = Some(class);
             if self.ensure_server(b'P').await {
                 self.forward(&frame);
                 self.expected.push(Expected::reply_to(b'P'));
@@ -622,6 +798,7 @@ impl Session {
             server_name: self.shared.statement_names.name_for(&parse_rest),
             parse_rest,
             effect,
+            class,
         });
         if !self.ensure_server(b'P').await {
             return Ok(());
@@ -704,6 +881,7 @@ impl Session {
             return Ok(());
         };
         self.bound_effect = statement.effect.clone();
+        self.note_class(&statement.class);
         if self.ensure_server(b'B').await {
             self.ensure_prepared(&statement);
             self.server_out.extend_from_slice(&messages::bind_renamed(
@@ -881,6 +1059,9 @@ impl Session {
         self.effects_in_flight.clear();
         if status != b'I' {
             return;
+        }
+        if std::mem::take(&mut self.transaction_wrote) {
+            self.last_write = Some(Instant::now());
         }
         let effects = std::mem::take(&mut self.effects_done);
         let failed = std::mem::replace(&mut self.transaction_failed, false);

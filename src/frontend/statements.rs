@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::router::classify::Classification;
 use crate::sql::SessionEffect;
 
 /// A client's prepared statement and what is needed to prepare it anywhere.
@@ -21,6 +22,8 @@ pub struct PreparedStatement {
     pub parse_rest: Bytes,
     /// What executing it does to the session (a prepared `SET`, say).
     pub effect: SessionEffect,
+    /// Whether it reads or writes, for routing the units that bind it.
+    pub class: Arc<Classification>,
 }
 
 /// Interns `Parse` bodies into server statement names, process-wide.

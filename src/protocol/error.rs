@@ -21,6 +21,7 @@ impl SqlState {
     pub const QUERY_CANCELED: &'static str = "57014";
     pub const INVALID_SQL_STATEMENT_NAME: &'static str = "26000";
     pub const DUPLICATE_PREPARED_STATEMENT: &'static str = "42P05";
+    pub const INVALID_PARAMETER_VALUE: &'static str = "22023";
 }
 
 /// How bad an error is; `Fatal` means the connection is closed after it.

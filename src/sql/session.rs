@@ -105,6 +105,31 @@ pub fn session_effect(statement: &str) -> SessionEffect {
     }
 }
 
+/// The value a `SET name = value` / `SET name TO value` statement gives,
+/// unquoted and lowercased (for the few settings pgsplit interprets).
+pub fn setting_value(statement: &str) -> Option<String> {
+    let mut words = tokens(statement).map(|(_, t)| t);
+    words.find(|t| *t == Token::Symbol('=') || t.is_keyword("to"))?;
+    let value = match words.next()? {
+        Token::Word(w) => w.to_owned(),
+        Token::Literal(l) => l
+            .trim_start_matches(['e', 'E'])
+            .trim_matches('\'')
+            .replace("''", "'"),
+        Token::QuotedIdent(w) => w.to_owned(),
+        Token::Number(n) => n.to_owned(),
+        Token::Symbol(_) => return None,
+    };
+    Some(value.to_ascii_lowercase())
+}
+
+/// Whether a `SET` statement turns a boolean setting on, as PostgreSQL
+/// reads booleans (`on`, `true`, `yes`, `1` and their prefixes).
+pub fn sets_boolean_on(statement: &str) -> bool {
+    setting_value(statement)
+        .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "t" | "yes" | "y" | "1"))
+}
+
 fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
     haystack
         .as_bytes()
@@ -251,6 +276,22 @@ mod tests {
             session_effect("deallocate all"),
             SessionEffect::Deallocate(None)
         );
+    }
+
+    #[test]
+    fn reads_setting_values() {
+        assert_eq!(
+            setting_value("SET pgsplit.route = replica").as_deref(),
+            Some("replica")
+        );
+        assert_eq!(
+            setting_value("set pgsplit.route to 'Primary'").as_deref(),
+            Some("primary")
+        );
+        assert!(sets_boolean_on("SET default_transaction_read_only TO 'on'"));
+        assert!(sets_boolean_on("SET default_transaction_read_only = true"));
+        assert!(!sets_boolean_on("SET default_transaction_read_only = off"));
+        assert_eq!(setting_value("SET x"), None);
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! Planning a unit of work before it starts: the whole simple query, or the
+//! extended-protocol messages up to `Sync`/`Flush`, is looked at before a
+//! node is chosen, so that one write anywhere in it sends it to the primary.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::statements::ClientStatements;
+use crate::config::{Route, RoutingConfig};
+use crate::protocol::messages::{bind_body, parse_body};
+use crate::router::classify::{Classification, ClassificationCache, Hint, TransactionControl};
+use crate::router::{Need, SessionRoute};
+use crate::sql::lexer::split_statements;
+use crate::sql::{session_effect, SessionEffect};
+
+/// Beyond this many buffered bytes without a unit boundary, pgsplit stops
+/// waiting for the rest and sends the unit to the primary.
+const LOOKAHEAD_LIMIT: usize = 1 << 20;
+
+/// What a unit's statements say about where it may run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UnitTraits {
+    /// A statement writes, locks, or could not be classified.
+    pub writes: bool,
+    /// Only a function of unknown or volatile kind makes it a write.
+    pub writes_by_function: bool,
+    /// An explicit read-write transaction starts.
+    pub begins_read_write: bool,
+    pub hint: Option<Hint>,
+}
+
+impl UnitTraits {
+    /// Adds one statement's classification; `function_is_read_only` answers
+    /// for functions the classifier could not settle.
+    pub fn absorb(&mut self, class: &Classification, function_is_read_only: impl Fn(&str) -> bool) {
+        self.writes |= class.writes;
+        if !class.functions.iter().all(|f| function_is_read_only(f)) {
+            self.writes_by_function = true;
+        }
+        if class.transaction == (TransactionControl::Begin { read_only: false }) {
+            self.begins_read_write = true;
+        }
+        if class.hint.is_some() {
+            self.hint = class.hint;
+        }
+    }
+
+    /// Whether the unit changes data (for read-your-writes stickiness).
+    pub fn wrote(&self) -> bool {
+        self.writes || self.writes_by_function
+    }
+
+    /// The need of the unit, given the session's state.
+    pub fn need(
+        &self,
+        session: &SessionRoute,
+        read_only_session: bool,
+        recently_wrote: bool,
+    ) -> Need {
+        if self.writes || self.hint == Some(Hint::Primary) {
+            return Need::Primary;
+        }
+        if self.begins_read_write && !read_only_session {
+            return Need::Primary;
+        }
+        if self.hint == Some(Hint::Replica) {
+            return Need::Read;
+        }
+        if self.writes_by_function || (recently_wrote && session.route == Route::Auto) {
+            return Need::Primary;
+        }
+        Need::Read
+    }
+}
+
+/// Whether a client wrote recently enough that its reads stay on the primary.
+pub fn within_sticky_window(routing: &RoutingConfig, last_write: Option<Instant>) -> bool {
+    routing.sticky_after_write > Duration::ZERO
+        && last_write.is_some_and(|at| at.elapsed() < routing.sticky_after_write)
+}
+
+/// The result of looking ahead in the client's buffer.
+pub enum Lookahead {
+    /// The unit is complete in the buffer (or too big to wait for).
+    Planned(UnitTraits),
+    /// More bytes are needed to see the end of the unit.
+    Incomplete,
+}
+
+/// Scans the complete messages at the front of `buf` up to the end of the
+/// first unit, classifying every statement in it.
+pub fn plan(
+    buf: &[u8],
+    cache: &ClassificationCache,
+    statements: &ClientStatements,
+    unnamed: Option<&Arc<Classification>>,
+    function_is_read_only: &dyn Fn(&str) -> bool,
+    max_message_size: usize,
+) -> Lookahead {
+    let mut traits = UnitTraits::default();
+    let mut unnamed = unnamed.cloned();
+    let mut offset = 0;
+    loop {
+        let rest = &buf[offset..];
+        let Some(header) = rest.get(..5) else {
+            return incomplete(buf, traits);
+        };
+        let tag = header[0];
+        let length = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        let length = match usize::try_from(length) {
+            Ok(length) if (4..=max_message_size).contains(&length) => length,
+            _ => return Lookahead::Planned(traits), // malformed: framing refuses it
+        };
+        let Some(body) = rest.get(5..1 + length) else {
+            return incomplete(buf, traits);
+        };
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        match tag {
+            b'Q' => {
+                let sql = text(body.strip_suffix(b"\0").unwrap_or(body));
+                traits.absorb(&cache.classify(&sql), function_is_read_only);
+                traits.writes |= pins(&sql);
+                return Lookahead::Planned(traits);
+            }
+            b'P' => {
+                if let Some(parse) = parse_body(body) {
+                    let sql = text(parse.query);
+                    traits.writes |= pins(&sql);
+                    let class = cache.classify(&sql);
+                    traits.absorb(&class, function_is_read_only);
+                    if parse.name.is_empty() {
+                        unnamed = Some(class);
+                    }
+                }
+            }
+            b'B' => {
+                let class = match bind_body(body) {
+                    Some((_, name, _)) if !name.is_empty() => {
+                        statements.get(name).map(|s| s.class.clone())
+                    }
+                    _ => unnamed.clone(),
+                };
+                if let Some(class) = class {
+                    traits.absorb(&class, function_is_read_only);
+                }
+            }
+            b'F' => {
+                traits.writes = true;
+                return Lookahead::Planned(traits);
+            }
+            b'D' | b'E' | b'C' | b'd' | b'c' | b'f' => {}
+            // Sync, Flush and Terminate end the unit; anything else is
+            // refused by the session, so there is nothing more to plan.
+            _ => return Lookahead::Planned(traits),
+        }
+        offset += 1 + length;
+    }
+}
+
+/// State that pins the client to its server connection must be created on
+/// the primary, or every later write of the session would reach a replica.
+fn pins(sql: &str) -> bool {
+    split_statements(sql)
+        .into_iter()
+        .any(|statement| matches!(session_effect(statement), SessionEffect::Pin(_)))
+}
+
+fn incomplete(buf: &[u8], traits: UnitTraits) -> Lookahead {
+    if buf.len() > LOOKAHEAD_LIMIT {
+        Lookahead::Planned(UnitTraits {
+            writes: true,
+            ..traits
+        })
+    } else {
+        Lookahead::Incomplete
+    }
+}
