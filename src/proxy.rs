@@ -22,6 +22,7 @@ use crate::frontend::statements::StatementNames;
 use crate::frontend::tls;
 use crate::protocol::scram::ScramVerifier;
 use crate::router::classify::ClassificationCache;
+use crate::router::functions::FunctionCatalog;
 use crate::router::Router;
 
 /// How often idle server connections are checked against their timeouts.
@@ -48,6 +49,8 @@ pub struct Shared {
     pub router: Arc<Router>,
     /// Read/write classification of statement texts, cached.
     pub classifier: ClassificationCache,
+    /// Which functions may run on a replica, per database.
+    pub functions: FunctionCatalog,
     clients: AtomicUsize,
 }
 
@@ -110,6 +113,7 @@ impl Proxy {
         let shared = Shared {
             router: Arc::new(Router::new(&config)),
             classifier: ClassificationCache::new(CLASSIFICATION_CACHE_SIZE),
+            functions: FunctionCatalog::new(&config),
             credentials,
             pools,
             cancels: Arc::new(CancelRegistry::default()),

@@ -107,6 +107,8 @@ pub struct Session {
     /// client's next request.
     lost_state: Option<PgError>,
     cancel_key: CancelKey,
+    /// The database the client connected to (function volatility is per database).
+    database: String,
     /// Where this session's transactions go (rules, `SET pgsplit.route`).
     route: SessionRoute,
     /// The route from the config rules, which `RESET pgsplit.route` restores.
@@ -219,6 +221,7 @@ impl Session {
             server_fatal: None,
             lost_state: None,
             cancel_key,
+            database: request.database.clone(),
             default_route: route.clone(),
             route,
             unit: None,
@@ -580,23 +583,6 @@ impl Session {
         unit::within_sticky_window(self.shared.router.settings(), self.last_write)
     }
 
-    /// Whether `function` is known not to write (config lists; unknown
-    /// functions count as writes).
-    fn function_is_read_only(shared: &Shared, function: &str) -> bool {
-        let routing = shared.router.settings();
-        if routing
-            .write_functions
-            .iter()
-            .any(|f| f.eq_ignore_ascii_case(function))
-        {
-            return false;
-        }
-        routing
-            .read_only_functions
-            .iter()
-            .any(|f| f.eq_ignore_ascii_case(function))
-    }
-
     /// Looks at the unit about to start, once, before a node is chosen.
     /// `false` means its end has not arrived yet.
     fn plan_unit(&mut self) -> bool {
@@ -604,7 +590,7 @@ impl Session {
             return true;
         }
         let shared = self.shared.clone();
-        let read_only = |f: &str| Self::function_is_read_only(&shared, f);
+        let read_only = |f: &str| shared.functions.is_read_only(&self.database, f);
         match unit::plan(
             &self.client_in,
             &shared.classifier,
@@ -624,8 +610,9 @@ impl Session {
     /// Notes a statement of the current transaction, for stickiness.
     fn note_class(&mut self, class: &Classification) {
         let mut traits = UnitTraits::default();
-        let shared = self.shared.clone();
-        traits.absorb(class, |f| Self::function_is_read_only(&shared, f));
+        traits.absorb(class, |f| {
+            self.shared.functions.is_read_only(&self.database, f)
+        });
         self.transaction_wrote |= traits.wrote();
     }
 

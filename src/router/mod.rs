@@ -6,6 +6,7 @@
 //! `primary_reads` policy and load balancing.
 
 pub mod classify;
+pub mod functions;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -44,7 +44,11 @@ pub fn with_cluster<T>(f: impl FnOnce(&LocalCluster) -> T) -> T {
 /// YAML (e.g. `pool: { mode: session }`) and returns its address.
 pub fn start_proxy(extra_yaml: &str) -> SocketAddr {
     let yaml = with_cluster(|c| pgsplit::demo::config_yaml(c, "127.0.0.1:0", extra_yaml));
-    let config = Config::from_yaml(&yaml, &|_| None).expect("valid test config");
+    spawn_proxy(Config::from_yaml(&yaml, &|_| None).expect("valid test config"))
+}
+
+/// Runs a pgsplit with `config` on its own runtime thread; returns its address.
+pub fn spawn_proxy(config: Config) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,170 @@
+//! Which functions may run on a replica: learnt from `pg_proc.provolatile`
+//! on the primary, per database, plus the config's `read_only_functions` and
+//! `write_functions`. A function pgsplit knows nothing about counts as a
+//! write, so an unknown function never sends a write to a replica.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, RoutingConfig};
+
+/// How often a database's function list is reloaded.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// At most one reload per database this often when an unknown function is
+/// seen (it may have just been created).
+const MISS_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Everything needed to read `pg_proc` on the primary.
+#[derive(Clone)]
+struct CatalogSource {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+    connect_timeout: Duration,
+}
+
+/// One database's functions: name (and `schema.name`) → read-only.
+#[derive(Default)]
+struct DatabaseFunctions {
+    read_only: RwLock<Arc<HashMap<String, bool>>>,
+    /// When the last load started; `None` before the first.
+    last_load: Mutex<Option<Instant>>,
+}
+
+/// Function volatility for every database clients use.
+pub struct FunctionCatalog {
+    routing: RoutingConfig,
+    source: Option<CatalogSource>,
+    databases: Mutex<HashMap<String, Arc<DatabaseFunctions>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FunctionCatalog {
+    /// Reads `pg_proc` with the `monitor` credentials, or without them only
+    /// the config lists count.
+    pub fn new(config: &Config) -> FunctionCatalog {
+        let primary = &config.nodes[config.primary_index()];
+        let source = config.monitor.as_ref().map(|monitor| CatalogSource {
+            host: primary.host.clone(),
+            port: primary.port,
+            user: monitor.user.clone(),
+            password: monitor.password.clone(),
+            connect_timeout: config.server_connect_timeout,
+        });
+        FunctionCatalog {
+            routing: config.routing.clone(),
+            source,
+            databases: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `function` (lowercase, as written, maybe schema-qualified)
+    /// is known not to write in `database`.
+    pub fn is_read_only(&self, database: &str, function: &str) -> bool {
+        let listed = |list: &[String]| list.iter().any(|f| f.eq_ignore_ascii_case(function));
+        if listed(&self.routing.write_functions) {
+            return false;
+        }
+        if listed(&self.routing.read_only_functions) {
+            return true;
+        }
+        let functions = self.database(database);
+        let known = functions
+            .read_only
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(function)
+            .copied();
+        match known {
+            Some(read_only) => read_only,
+            None => {
+                self.refresh(database, &functions, MISS_REFRESH_INTERVAL);
+                false
+            }
+        }
+    }
+
+    fn database(&self, database: &str) -> Arc<DatabaseFunctions> {
+        let functions = lock(&self.databases)
+            .entry(database.to_owned())
+            .or_default()
+            .clone();
+        self.refresh(database, &functions, REFRESH_INTERVAL);
+        functions
+    }
+
+    /// Starts a background reload unless one started within `min_interval`.
+    fn refresh(&self, database: &str, functions: &Arc<DatabaseFunctions>, min_interval: Duration) {
+        let Some(source) = self.source.clone() else {
+            return;
+        };
+        {
+            let mut last = lock(&functions.last_load);
+            if last.is_some_and(|at| at.elapsed() < min_interval) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let functions = functions.clone();
+        let database = database.to_owned();
+        runtime.spawn(async move {
+            match load(&source, &database).await {
+                Ok(map) => {
+                    tracing::debug!(%database, functions = map.len(), "function volatility loaded");
+                    *functions.read_only.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %database, "could not read pg_proc; unknown functions go to the primary")
+                }
+            }
+        });
+    }
+}
+
+/// Reads every function's volatility; a name is read-only only if no
+/// overload of it is volatile.
+async fn load(
+    source: &CatalogSource,
+    database: &str,
+) -> Result<HashMap<String, bool>, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&source.host)
+        .port(source.port)
+        .user(&source.user)
+        .password(&source.password)
+        .dbname(database)
+        .application_name("pgsplit-catalog")
+        .connect_timeout(source.connect_timeout);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT n.nspname, p.proname, bool_and(p.provolatile <> 'v') \
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             GROUP BY n.nspname, p.proname",
+            &[],
+        )
+        .await?;
+    let mut map = HashMap::with_capacity(rows.len() * 2);
+    for row in rows {
+        let schema: String = row.try_get(0)?;
+        let name: String = row.try_get(1)?;
+        let read_only: bool = row.try_get(2)?;
+        let unqualified = map.entry(name.to_lowercase()).or_insert(true);
+        *unqualified &= read_only;
+        map.insert(
+            format!("{}.{}", schema.to_lowercase(), name.to_lowercase()),
+            read_only,
+        );
+    }
+    Ok(map)
+}
