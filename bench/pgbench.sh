@@ -6,7 +6,8 @@
 #   bench/pgbench.sh                 # 16 clients, 20 s per run
 #   CLIENTS=32 DURATION=10 bench/pgbench.sh
 #
-# Prints TPS per protocol mode and the ratios to direct.
+# Prints TPS per protocol mode, the ratios to direct, the gain of splitting
+# over routing everything to the primary, and how reads spread over nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,12 +85,37 @@ tps() { # url mode: prints TPS, or "failed" when any transaction failed
 }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}x')" 2>/dev/null || echo n/a; }
 
-printf "pgbench -S, %s clients, %s threads, %s s per run, scale %s\n\n" "$CLIENTS" "$THREADS" "$DURATION" "$SCALE"
-printf "%-10s %10s %10s %10s %14s %14s\n" mode direct pgsplit pgbouncer "pgsplit/direct" "bouncer/direct"
+ports=$(awk '$1 ~ /^pg[0-9]+$/ { split($4, a, ":"); print a[2] }' "$work/demo.log")
+commits() { # xact_commit of database app on every node, space separated
+  for p in $ports; do
+    psql -XAtq "postgresql://app@127.0.0.1:$p/app" -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'app'"
+  done | tr '\n' ' '
+}
+spread() { # before after: share of transactions per node
+  python3 - "$1" "$2" <<'PY'
+import sys
+b = [int(x) for x in sys.argv[1].split()]
+a = [int(x) for x in sys.argv[2].split()]
+d = [max(0, y - x) for x, y in zip(b, a)]
+t = sum(d) or 1
+print("/".join(f"{100 * x // t}" for x in d))
+PY
+}
+
+printf "pgbench -S, %s clients, %s threads, %s s per run, scale %s\n" "$CLIENTS" "$THREADS" "$DURATION" "$SCALE"
+printf "split: pgsplit with read/write splitting; primary: pgsplit routing everything to the primary\n"
+printf "reads %%: share of transactions per node (pg1 = primary) during the split run\n\n"
+printf "%-9s %8s %8s %8s %9s %13s %15s %15s %14s %10s\n" mode direct split primary pgbouncer split/direct primary/direct bouncer/direct split/primary "reads %"
 for mode in simple extended prepared; do
   d=$(tps "$direct" "$mode")
-  p=$(tps "$proxied" "$mode")
+  sleep 2 # let the direct run's statistics land before counting
+  before=$(commits)
+  s=$(tps "$proxied" "$mode")
+  sleep 2 # statistics reach pg_stat_database a moment later
+  reads=$(spread "$before" "$(commits)")
+  p=$(PGOPTIONS="-c pgsplit.route=primary" tps "$proxied" "$mode")
   b=n/a
   if [ -n "$pgbouncer_url" ]; then b=$(tps "$pgbouncer_url" "$mode"); fi
-  printf "%-10s %10s %10s %10s %14s %14s\n" "$mode" "$d" "$p" "$b" "$(ratio "$p" "$d")" "$(ratio "$b" "$d")"
+  printf "%-9s %8s %8s %8s %9s %13s %15s %15s %14s %10s\n" "$mode" "$d" "$s" "$p" "$b" \
+    "$(ratio "$s" "$d")" "$(ratio "$p" "$d")" "$(ratio "$b" "$d")" "$(ratio "$s" "$p")" "$reads"
 done

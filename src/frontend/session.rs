@@ -61,6 +61,23 @@ impl SyncError {
 /// The session setting that picks the route, handled by pgsplit.
 const ROUTE_SETTING: &str = "pgsplit.route";
 
+/// Reads a `pgsplit.route` value.
+fn parse_route(value: &str) -> Option<Route> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "primary" => Some(Route::Primary),
+        "replica" => Some(Route::Replica),
+        "auto" => Some(Route::Auto),
+        _ => None,
+    }
+}
+
+fn invalid_route(value: &str) -> PgError {
+    PgError::error(
+        SqlState::INVALID_PARAMETER_VALUE,
+        format!("invalid value for parameter \"{ROUTE_SETTING}\": \"{value}\" (expected primary, replica or auto)"),
+    )
+}
+
 /// Message types a client may send after login.
 const FRONTEND_TAGS: &[u8] = b"QPBDECSHdcfFX";
 
@@ -199,9 +216,24 @@ impl Session {
             .iter()
             .find(|(name, _)| name == "application_name")
             .map(|(_, value)| value.as_str());
-        let route = shared.router.session_route(&request.user, application_name);
+        let mut route = shared.router.session_route(&request.user, application_name);
+        let default_route = route.clone();
+        // `options=-c pgsplit.route=primary` (PGOPTIONS) picks the route at
+        // login; like `SET pgsplit.route`, the servers never see it.
+        let (route_setting, server_parameters): (Vec<_>, Vec<_>) = request
+            .parameters
+            .iter()
+            .cloned()
+            .partition(|(name, _)| name.eq_ignore_ascii_case(ROUTE_SETTING));
+        let mut bad_route = None;
+        if let Some((_, value)) = route_setting.last() {
+            match parse_route(value) {
+                Some(parsed) => route.route = parsed,
+                None => bad_route = Some(invalid_route(value)),
+            }
+        }
         let mut session = Session {
-            settings: SessionSettings::from_startup(&request.parameters),
+            settings: SessionSettings::from_startup(&server_parameters),
             client: login.stream,
             client_in: login.buffered,
             client_out: BytesMut::with_capacity(16 * 1024),
@@ -222,7 +254,7 @@ impl Session {
             lost_state: None,
             cancel_key,
             database: request.database.clone(),
-            default_route: route.clone(),
+            default_route,
             route,
             unit: None,
             transaction_wrote: false,
@@ -234,6 +266,13 @@ impl Session {
             shared,
         };
         tracing::debug!(user = %request.user, database = %request.database, "client logged in");
+        if let Some(error) = bad_route {
+            let _ = session
+                .client
+                .write_all(&PgError::fatal(error.code, error.message).to_message())
+                .await;
+            return;
+        }
         match session.greet().await {
             Ok(()) => session.serve(shutdown).await,
             Err(error) => {
@@ -725,16 +764,10 @@ impl Session {
         let (route, tag) = match effect {
             SessionEffect::Set { statement, .. } => {
                 let value = setting_value(statement).unwrap_or_default();
-                match value.as_str() {
-                    "primary" => (Route::Primary, "SET"),
-                    "replica" => (Route::Replica, "SET"),
-                    "auto" => (Route::Auto, "SET"),
-                    _ => {
-                        let error = PgError::error(
-                            SqlState::INVALID_PARAMETER_VALUE,
-                            format!("invalid value for parameter \"{ROUTE_SETTING}\": \"{value}\" (expected primary, replica or auto)"),
-                        );
-                        self.reply(error.to_message());
+                match parse_route(&value) {
+                    Some(route) => (route, "SET"),
+                    None => {
+                        self.reply(invalid_route(&value).to_message());
                         self.reply(messages::ready_for_query(status));
                         return;
                     }
