@@ -138,6 +138,10 @@ pub struct Session {
     last_write: Option<Instant>,
     /// Counts the attached connection's node as busy, for load balancing.
     in_flight: Option<InFlight>,
+    /// A plain `BEGIN` answered by pgsplit and not yet sent anywhere: the
+    /// next statement decides whether the transaction is read-only
+    /// (`SET TRANSACTION READ ONLY`) and may use a replica.
+    deferred_begin: Option<Frame>,
     /// Classification of the statement behind the unnamed `Parse`.
     unnamed_class: Option<Arc<Classification>>,
     shutting_down: bool,
@@ -260,6 +264,7 @@ impl Session {
             transaction_wrote: false,
             last_write: None,
             in_flight: None,
+            deferred_begin: None,
             unnamed_class: None,
             shutting_down: false,
             finished: false,
@@ -528,11 +533,7 @@ impl Session {
     /// What follows a rejection: `ReadyForQuery` or skipping to `Sync`.
     fn reject_tail(&mut self, tag: u8) {
         if matches!(tag, b'Q' | b'F') {
-            let status = if self.server.is_some() {
-                self.transaction_status
-            } else {
-                b'I'
-            };
+            let status = self.client_status();
             self.reply(messages::ready_for_query(status));
         } else {
             self.skip_until_sync = true;
@@ -563,9 +564,12 @@ impl Session {
             self.reject(error, tag);
             return false;
         }
-        let need = match self.unit.take() {
-            Some(unit) => unit.need(&self.route, self.read_only_session(), self.recently_wrote()),
-            None => Need::Primary,
+        let need = match (self.unit.take(), self.deferred_begin.is_some()) {
+            (Some(unit), true) if unit.sets_transaction_read_only && !unit.wrote() => Need::Read,
+            (Some(unit), false) => {
+                unit.need(&self.route, self.read_only_session(), self.recently_wrote())
+            }
+            _ => Need::Primary,
         };
         let router = self.shared.router.clone();
         let mut failed = Vec::new();
@@ -604,6 +608,46 @@ impl Session {
             return false;
         }
         self.attach(server, node);
+        if let Some(begin) = self.deferred_begin.take() {
+            // The client already saw BEGIN succeed: send it first, quietly.
+            self.forward(&begin);
+            for reply in [b'C', b'Z'] {
+                self.expected.push(Expected::Injected {
+                    reply,
+                    prepared: None,
+                });
+            }
+        }
+        true
+    }
+
+    /// The transaction status the client believes in.
+    fn client_status(&self) -> u8 {
+        if self.server.is_some() || self.deferred_begin.is_some() {
+            self.transaction_status
+        } else {
+            b'I'
+        }
+    }
+
+    /// Answers a lone read-write `BEGIN` without a server, when the session
+    /// might still turn out read-only; `true` if it did.
+    fn defer_begin(&mut self, frame: &Frame, statements: usize) -> bool {
+        let deferrable = self.server.is_none()
+            && self.deferred_begin.is_none()
+            && statements == 1
+            && self.route.route != Route::Primary
+            && self
+                .unit
+                .is_some_and(|unit| unit.begins_read_write && !unit.wrote() && unit.hint.is_none());
+        if !deferrable || self.read_only_session() {
+            return false;
+        }
+        self.unit = None;
+        self.deferred_begin = Some(frame.clone());
+        self.transaction_status = b'T';
+        self.reply(messages::command_complete("BEGIN"));
+        self.reply(messages::ready_for_query(b'T'));
         true
     }
 
@@ -688,7 +732,8 @@ impl Session {
                     self.expected.push(Expected::Sync);
                 } else {
                     self.unit = None;
-                    self.reply(messages::ready_for_query(b'I'));
+                    let status = self.client_status();
+                    self.reply(messages::ready_for_query(status));
                 }
             }
             b'H' | b'd' | b'c' | b'f' => {
@@ -726,14 +771,13 @@ impl Session {
         if let [SessionEffect::Deallocate(Some(name))] = effects.as_slice() {
             if self.transaction_status != b'E' && self.statements.remove(name.as_bytes()) {
                 self.reply(messages::command_complete("DEALLOCATE"));
-                let status = if self.server.is_some() {
-                    self.transaction_status
-                } else {
-                    b'I'
-                };
+                let status = self.client_status();
                 self.reply(messages::ready_for_query(status));
                 return;
             }
+        }
+        if self.defer_begin(&frame, effects.len()) {
+            return;
         }
         if !self.ensure_server(b'Q').await {
             return;
@@ -756,11 +800,7 @@ impl Session {
     /// `SET pgsplit.route = primary | replica | auto` (and `RESET`), answered
     /// by pgsplit itself: the servers never see it.
     fn set_route(&mut self, effect: &SessionEffect) {
-        let status = if self.server.is_some() {
-            self.transaction_status
-        } else {
-            b'I'
-        };
+        let status = self.client_status();
         let (route, tag) = match effect {
             SessionEffect::Set { statement, .. } => {
                 let value = setting_value(statement).unwrap_or_default();

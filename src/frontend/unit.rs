@@ -26,6 +26,8 @@ pub struct UnitTraits {
     pub writes_by_function: bool,
     /// An explicit read-write transaction starts.
     pub begins_read_write: bool,
+    /// `SET TRANSACTION READ ONLY` appears (for a deferred `BEGIN`).
+    pub sets_transaction_read_only: bool,
     pub hint: Option<Hint>,
 }
 
@@ -39,6 +41,9 @@ impl UnitTraits {
         }
         if class.transaction == (TransactionControl::Begin { read_only: false }) {
             self.begins_read_write = true;
+        }
+        if class.transaction == TransactionControl::SetTransactionReadOnly {
+            self.sets_transaction_read_only = true;
         }
         if class.hint.is_some() {
             self.hint = class.hint;
