@@ -165,6 +165,12 @@ impl Proxy {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         pruner.abort();
+        let counters = &self.shared.router.counters;
+        tracing::info!(
+            unparsed_statements = counters.unparsed.load(Ordering::Relaxed),
+            replica_fallbacks = counters.replica_fallbacks.load(Ordering::Relaxed),
+            "stopped"
+        );
         Ok(())
     }
 }

@@ -564,7 +564,15 @@ impl Session {
             self.reject(error, tag);
             return false;
         }
-        let need = match (self.unit.take(), self.deferred_begin.is_some()) {
+        let unit = self.unit.take();
+        if unit.is_some_and(|unit| unit.unparsed) {
+            let counters = &self.shared.router.counters;
+            counters
+                .unparsed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!("statement could not be classified; sent to the primary");
+        }
+        let need = match (unit, self.deferred_begin.is_some()) {
             (Some(unit), true) if unit.sets_transaction_read_only && !unit.wrote() => Need::Read,
             (Some(unit), false) => {
                 unit.need(&self.route, self.read_only_session(), self.recently_wrote())

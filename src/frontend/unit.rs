@@ -26,6 +26,8 @@ pub struct UnitTraits {
     pub writes_by_function: bool,
     /// An explicit read-write transaction starts.
     pub begins_read_write: bool,
+    /// A statement could not be classified (so the unit goes to the primary).
+    pub unparsed: bool,
     /// `SET TRANSACTION READ ONLY` appears (for a deferred `BEGIN`).
     pub sets_transaction_read_only: bool,
     pub hint: Option<Hint>,
@@ -36,6 +38,7 @@ impl UnitTraits {
     /// for functions the classifier could not settle.
     pub fn absorb(&mut self, class: &Classification, function_is_read_only: impl Fn(&str) -> bool) {
         self.writes |= class.writes;
+        self.unparsed |= class.unparsed;
         if !class.functions.iter().all(|f| function_is_read_only(f)) {
             self.writes_by_function = true;
         }

@@ -45,8 +45,19 @@ struct NodeState {
     skip_until_ms: AtomicU64,
 }
 
+/// Routing events worth an operator's attention, counted since start.
+#[derive(Debug, Default)]
+pub struct RoutingCounters {
+    /// Units sent to the primary because a statement could not be classified.
+    pub unparsed: AtomicU64,
+    /// Reads that went elsewhere because their replica gave no connection.
+    pub replica_fallbacks: AtomicU64,
+}
+
 /// Chooses the node for each transaction.
 pub struct Router {
+    /// What routing had to work around.
+    pub counters: RoutingCounters,
     routing: RoutingConfig,
     nodes: Vec<NodeState>,
     primary: usize,
@@ -88,6 +99,7 @@ impl Router {
             primary: config.primary_index(),
             round_robin: AtomicU64::new(0),
             started: Instant::now(),
+            counters: RoutingCounters::default(),
         }
     }
 
@@ -210,6 +222,9 @@ impl Router {
     /// Leaves a node that could not give a connection out of read routing
     /// for a moment, so every read does not pay for the same failure.
     pub fn node_failed(&self, node: usize) {
+        self.counters
+            .replica_fallbacks
+            .fetch_add(1, Ordering::Relaxed);
         let until = self.now_ms() + FAILED_NODE_BACKOFF.as_millis() as u64;
         self.nodes[node]
             .skip_until_ms
