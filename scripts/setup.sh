@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, testing and trying pgsplit needs on a fresh
 # Debian or Ubuntu machine: PostgreSQL server binaries (initdb, pg_ctl,
-# pg_basebackup, psql, pgbench) and openssl. Safe to run repeatedly.
+# pg_basebackup, psql, pgbench), openssl, and clang/libclang-dev for
+# pg_query. Safe to run repeatedly.
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -13,6 +14,9 @@ need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# pg_query (PostgreSQL's parser, for SQL classification) is built with bindgen.
+dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+command -v clang >/dev/null 2>&1 || need+=(clang)
 
 if ((${#need[@]})); then
   sudo=""
