@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{connect, primary_sql, run_tool, start_proxy, with_cluster};
+use futures_sink::Sink;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -118,6 +119,20 @@ async fn writes_that_look_like_reads_never_reach_a_replica() {
         "VACUUM split_w",
         "ANALYZE split_w",
         "TRUNCATE split_copy",
+        "MERGE INTO split_w w USING (VALUES (1)) v(id) ON w.id = v.id WHEN MATCHED THEN UPDATE SET v = 0",
+        "CREATE TABLE IF NOT EXISTS split_ctas AS SELECT * FROM split_w",
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS split_mv AS SELECT count(*) FROM split_w",
+        "REFRESH MATERIALIZED VIEW split_mv",
+        "REINDEX TABLE split_w",
+        "CLUSTER split_w USING split_w_pkey",
+        "CREATE OR REPLACE PROCEDURE split_proc() LANGUAGE sql AS $$ INSERT INTO split_w (v) VALUES (5) $$",
+        "CALL split_proc()",
+        "COMMENT ON TABLE split_w IS 'routed'",
+        "GRANT SELECT ON split_w TO PUBLIC",
+        "NOTIFY split_channel",
+        "SELECT pg_notify('split_channel', 'payload')",
+        "EXPLAIN (ANALYZE, COSTS OFF) DELETE FROM split_w WHERE id = -1",
+        "SELECT 1; UPDATE split_w SET v = v WHERE id = 5",
     ];
     for sql in statements {
         if let Err(error) = client.batch_execute(sql).await {
@@ -129,6 +144,9 @@ async fn writes_that_look_like_reads_never_reach_a_replica() {
             panic!("{sql}: {error}");
         }
     }
+    // COPY FROM STDIN.
+    let sink = client.copy_in("COPY split_w (v) FROM STDIN").await.unwrap();
+    futures_sink_send(sink, b"11\n12\n").await;
     // The same through the extended protocol with parameters.
     let row = client
         .query_one("SELECT nextval($1::text::regclass)", &[&"split_seq"])
@@ -330,4 +348,17 @@ async fn pgbench_reads_are_spread_over_the_replicas() {
         replicas * 100 >= transactions * 60,
         "replicas served {replicas} of {transactions} read transactions (per node: {served:?})"
     );
+}
+
+/// Sends `data` through a COPY FROM STDIN sink and finishes it.
+async fn futures_sink_send(sink: tokio_postgres::CopyInSink<bytes::Bytes>, data: &'static [u8]) {
+    let mut sink = std::pin::pin!(sink);
+    std::future::poll_fn(|cx| sink.as_mut().poll_ready(cx))
+        .await
+        .unwrap();
+    sink.as_mut()
+        .start_send(bytes::Bytes::from_static(data))
+        .unwrap();
+    let rows = sink.as_mut().finish().await.unwrap();
+    assert_eq!(rows, 2);
 }

@@ -114,6 +114,17 @@ impl ResponseQueue {
         unprepared
     }
 
+    /// COPY FROM STDIN began (`CopyInResponse`): the server ignores any
+    /// `Sync` it receives in copy-in mode, so the `Sync`s the client sent
+    /// behind the COPY will get no `ReadyForQuery`.
+    pub fn forget_syncs_behind_front(&mut self) {
+        let mut index = 0;
+        self.queue.retain(|expected| {
+            index += 1;
+            index == 1 || *expected != Expected::Sync
+        });
+    }
+
     /// How many `ReadyForQuery` messages the client still waits for.
     pub fn outstanding_ready(&self) -> usize {
         self.queue
@@ -149,6 +160,16 @@ mod tests {
         assert_eq!(q.skip_to_sync(), vec![stmt]);
         assert_eq!(q.front(), Some(&Expected::Sync));
         assert_eq!(q.outstanding_ready(), 1);
+    }
+
+    #[test]
+    fn copy_in_forgets_the_syncs_queued_behind_it() {
+        let mut q = ResponseQueue::default();
+        q.push(Expected::reply_to(b'E'));
+        q.push(Expected::Sync);
+        q.forget_syncs_behind_front();
+        assert_eq!(q.outstanding_ready(), 0);
+        assert_eq!(q.front(), Some(&Expected::reply_to(b'E')));
     }
 
     #[test]

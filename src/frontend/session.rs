@@ -142,6 +142,9 @@ pub struct Session {
     /// next statement decides whether the transaction is read-only
     /// (`SET TRANSACTION READ ONLY`) and may use a replica.
     deferred_begin: Option<Frame>,
+    /// In COPY FROM STDIN until the client's `CopyDone`/`CopyFail`: the
+    /// server ignores `Sync` meanwhile, so none is expected to answer.
+    copy_in: bool,
     /// Classification of the statement behind the unnamed `Parse`.
     unnamed_class: Option<Arc<Classification>>,
     shutting_down: bool,
@@ -265,6 +268,7 @@ impl Session {
             last_write: None,
             in_flight: None,
             deferred_begin: None,
+            copy_in: false,
             unnamed_class: None,
             shutting_down: false,
             finished: false,
@@ -737,7 +741,9 @@ impl Session {
                 self.skip_until_sync = false;
                 if self.server.is_some() {
                     self.forward(&frame);
-                    self.expected.push(Expected::Sync);
+                    if !self.copy_in {
+                        self.expected.push(Expected::Sync);
+                    }
                 } else {
                     self.unit = None;
                     let status = self.client_status();
@@ -747,6 +753,9 @@ impl Session {
             b'H' | b'd' | b'c' | b'f' => {
                 if self.server.is_some() {
                     self.forward(&frame);
+                }
+                if matches!(tag, b'c' | b'f') {
+                    self.copy_in = false;
                 }
             }
             b'F' => {
@@ -1038,6 +1047,10 @@ impl Session {
                 return;
             }
             b'C' => self.on_command_complete(frame.body()),
+            b'G' => {
+                self.copy_in = true;
+                self.expected.forget_syncs_behind_front();
+            }
             _ => {}
         }
         self.release_due_synthetic();
@@ -1183,6 +1196,7 @@ impl Session {
         self.transaction_failed = false;
         self.transaction_status = b'I';
         self.pinned = None;
+        self.copy_in = false;
         if owed_anything {
             for _ in 0..owed_ready {
                 self.client_out.extend_from_slice(&error.to_message());
