@@ -576,6 +576,10 @@ impl Session {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!("statement could not be classified; sent to the primary");
         }
+        if let Some(unit) = unit {
+            // The plan already looked at this unit's statements.
+            self.transaction_wrote |= unit.wrote();
+        }
         let need = match (unit, self.deferred_begin.is_some()) {
             (Some(unit), true) if unit.sets_transaction_read_only && !unit.wrote() => Need::Read,
             (Some(unit), false) => {
@@ -796,11 +800,14 @@ impl Session {
         if self.defer_begin(&frame, effects.len()) {
             return;
         }
+        let planned = self.server.is_none();
         if !self.ensure_server(b'Q').await {
             return;
         }
-        let class = self.shared.classifier.classify(&text);
-        self.note_class(&class);
+        if !planned {
+            let class = self.shared.classifier.classify(&text);
+            self.note_class(&class);
+        }
         for effect in effects {
             match effect {
                 SessionEffect::Pin(reason) => self.pin(reason),
@@ -846,8 +853,11 @@ impl Session {
         if let SessionEffect::Pin(reason) = effect {
             self.pin(reason);
         }
+        let planned = self.server.is_none();
         let class = self.shared.classifier.classify(&query);
-        self.note_class(&class);
+        if !planned {
+            self.note_class(&class);
+        }
         if parse.name.is_empty() {
             self.unnamed_effect = effect;
             self.unnamed_class = Some(class);

@@ -122,19 +122,19 @@ pub fn plan(
         let Some(body) = rest.get(5..1 + length) else {
             return incomplete(buf, traits);
         };
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let text = |bytes| String::from_utf8_lossy(bytes);
         match tag {
             b'Q' => {
                 let sql = text(body.strip_suffix(b"\0").unwrap_or(body));
                 traits.absorb(&cache.classify(&sql), function_is_read_only);
-                traits.writes |= pins(&sql);
+                traits.writes = traits.writes || pins(&sql);
                 return Lookahead::Planned(traits);
             }
             b'P' => {
                 if let Some(parse) = parse_body(body) {
                     let sql = text(parse.query);
-                    traits.writes |= pins(&sql);
                     let class = cache.classify(&sql);
+                    traits.writes = traits.writes || pins(&sql);
                     traits.absorb(&class, function_is_read_only);
                     if parse.name.is_empty() {
                         unnamed = Some(class);

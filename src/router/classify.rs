@@ -1080,6 +1080,20 @@ impl ClassificationCache {
     /// The classification of `sql`, from the cache or computed (outside any
     /// lock) and remembered.
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
+        // A single statement the keyword fast path settles costs less than
+        // a lookup (texts with literals rarely repeat), so it skips the cache.
+        let statement = sql.trim_end().trim_end_matches(';');
+        if !statement.contains(';') {
+            if let Some(verdict) = lexical(statement) {
+                return Arc::new(Classification {
+                    writes: verdict.writes,
+                    unparsed: verdict.unparsed,
+                    functions: verdict.functions,
+                    transaction: verdict.transaction,
+                    hint: find_hint(sql),
+                });
+            }
+        }
         if sql.len() > MAX_CACHED_LEN {
             return Arc::new(classify(sql));
         }
