@@ -74,10 +74,10 @@ fi
 
 "$PGBENCH" -i -q -s "$SCALE" "$direct" >/dev/null 2>&1
 
-tps() { # url mode: prints TPS, or "failed" when any transaction failed
+tps() { # url mode: prints TPS, or "failed" when a transaction failed or a client aborted
   local out
   out=$("$PGBENCH" -S -M "$2" -c "$CLIENTS" -j "$THREADS" -T "$DURATION" "$1" 2>&1) || true
-  if grep -q "^number of failed transactions: 0 " <<<"$out"; then
+  if grep -q "^number of failed transactions: 0 " <<<"$out" && ! grep -qi "abort" <<<"$out"; then
     awk -F'= ' '/^tps/ { split($2, a, " "); printf "%.0f", a[1] }' <<<"$out"
   else
     echo failed
