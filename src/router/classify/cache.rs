@@ -1,0 +1,162 @@
+//! The shared, bounded classification cache.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::hint::find_hint;
+use super::lexical::lexical;
+use super::{classify, Classification};
+
+// Cache
+
+/// Texts longer than this are classified every time rather than cached, so
+/// that a few huge generated statements cannot fill memory.
+pub(super) const MAX_CACHED_LEN: usize = 16 * 1024;
+/// Independent locks, so that sessions on different threads rarely contend.
+pub(super) const SHARDS: usize = 16;
+
+/// A bounded cache of classifications keyed by the exact query text, shared
+/// by all sessions: applications repeat the same texts, and a hit costs a
+/// hash and a short lock instead of a parse.
+pub struct ClassificationCache {
+    shards: Vec<Mutex<Shard>>,
+    hasher: RandomState,
+}
+
+/// One shard: a CLOCK (second-chance) cache, an approximation of LRU that
+/// needs no list reordering on a hit.
+pub(super) struct Shard {
+    pub(super) index: HashMap<Arc<str>, usize>,
+    pub(super) slots: Vec<Slot>,
+    pub(super) hand: usize,
+    pub(super) capacity: usize,
+}
+
+pub(super) struct Slot {
+    pub(super) key: Arc<str>,
+    pub(super) value: Arc<Classification>,
+    pub(super) referenced: bool,
+}
+
+pub(super) fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shard {
+    pub(super) fn get(&mut self, sql: &str) -> Option<Arc<Classification>> {
+        let slot = self.slots.get_mut(*self.index.get(sql)?)?;
+        slot.referenced = true;
+        Some(slot.value.clone())
+    }
+
+    /// Inserts unless already present; returns the cached value.
+    pub(super) fn insert(&mut self, sql: &str, value: Arc<Classification>) -> Arc<Classification> {
+        if self.capacity == 0 {
+            return value;
+        }
+        if let Some(existing) = self.get(sql) {
+            return existing;
+        }
+        let key: Arc<str> = Arc::from(sql);
+        let slot = Slot {
+            key: key.clone(),
+            value: value.clone(),
+            referenced: false,
+        };
+        if self.slots.len() < self.capacity {
+            self.index.insert(key, self.slots.len());
+            self.slots.push(slot);
+            return value;
+        }
+        // Sweep: clear reference bits until an unreferenced slot comes up
+        // (at most one full turn plus one).
+        let len = self.slots.len();
+        for _ in 0..=len {
+            let hand = self.hand;
+            self.hand = (self.hand + 1) % len;
+            let Some(victim) = self.slots.get_mut(hand) else {
+                break;
+            };
+            if victim.referenced {
+                victim.referenced = false;
+                continue;
+            }
+            self.index.remove(&victim.key);
+            *victim = slot;
+            self.index.insert(key, hand);
+            break;
+        }
+        value
+    }
+}
+
+impl ClassificationCache {
+    /// A cache holding at most `capacity` texts (0 disables caching).
+    pub fn new(capacity: usize) -> Self {
+        let shards = SHARDS.min(capacity.max(1));
+        let shards = (0..shards)
+            .map(|i| {
+                let capacity = capacity / shards + usize::from(i < capacity % shards);
+                Mutex::new(Shard {
+                    index: HashMap::with_capacity(capacity.min(1024)),
+                    slots: Vec::with_capacity(capacity.min(1024)),
+                    hand: 0,
+                    capacity,
+                })
+            })
+            .collect();
+        ClassificationCache {
+            shards,
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The classification of `sql`, from the cache or computed (outside any
+    /// lock) and remembered.
+    pub fn classify(&self, sql: &str) -> Arc<Classification> {
+        // A single statement the keyword fast path settles costs less than
+        // a lookup (texts with literals rarely repeat), so it skips the cache.
+        let statement = sql.trim_end().trim_end_matches(';');
+        if !statement.contains(';') {
+            if let Some(verdict) = lexical(statement) {
+                return Arc::new(Classification {
+                    writes: verdict.writes,
+                    unparsed: verdict.unparsed,
+                    functions: verdict.functions,
+                    transaction: verdict.transaction,
+                    hint: find_hint(sql),
+                });
+            }
+        }
+        if sql.len() > MAX_CACHED_LEN {
+            return Arc::new(classify(sql));
+        }
+        let Some(shard) = self.shard(sql) else {
+            return Arc::new(classify(sql));
+        };
+        if let Some(hit) = lock(shard).get(sql) {
+            return hit;
+        }
+        let value = Arc::new(classify(sql));
+        lock(shard).insert(sql, value)
+    }
+
+    /// How many texts are cached.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).slots.len()).sum()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, sql: &str) -> Option<&Mutex<Shard>> {
+        let hash = self.hasher.hash_one(sql) as usize;
+        self.shards.get(hash % self.shards.len().max(1))
+    }
+}
