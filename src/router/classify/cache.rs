@@ -9,8 +9,6 @@ use super::hint::find_hint;
 use super::lexical::lexical;
 use super::{classify, Classification};
 
-// Cache
-
 /// Texts longer than this are classified every time rather than cached, so
 /// that a few huge generated statements cannot fill memory.
 pub(super) const MAX_CACHED_LEN: usize = 16 * 1024;

@@ -3,8 +3,6 @@
 use super::Hint;
 use crate::sql::lexer::{tokens, Token};
 
-// Hints
-
 /// Finds a `pgsplit:primary` / `pgsplit:replica` hint in a comment (not in
 /// a literal or identifier); `primary` wins if both appear.
 pub(super) fn find_hint(sql: &str) -> Option<Hint> {

@@ -3,8 +3,6 @@
 use super::{TransactionControl, Verdict};
 use crate::sql::lexer::{tokens, Token};
 
-// Lexical fast path
-
 /// Lowercases a short ASCII word into `buf`; `None` if it cannot be a keyword
 /// this module knows (too long or not ASCII).
 pub(super) fn lower_keyword<'b>(word: &str, buf: &'b mut [u8; 16]) -> Option<&'b str> {

@@ -9,8 +9,6 @@ use super::walk::*;
 use super::{TransactionControl, Verdict};
 use crate::sql::lexer::tokens;
 
-// Parse path
-
 /// Classifies a statement from PostgreSQL's parse tree; a statement the
 /// parser rejects is unparsed (and so a write).
 pub(super) fn parsed(statement: &str) -> Verdict {
