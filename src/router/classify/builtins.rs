@@ -1,7 +1,5 @@
 //! Built-in functions known to write, or known to be harmless reads.
 
-// Built-in functions
-
 /// How a function call affects routing.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum FunctionKind {
