@@ -374,3 +374,38 @@ async fn concurrent_clients_share_a_small_pool_without_losing_writes() {
         "500"
     );
 }
+
+/// Server connections keep at most `pool.max_prepared_statements` pooled
+/// statements: the least recently used are closed, and re-prepared when a
+/// client needs them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_per_server_connection_are_bounded() {
+    let addr =
+        start_proxy("pool: { size: 1, max_prepared_statements: 4 }\nrouting: { route: primary }\n");
+    let client = connect(addr).await;
+    let mut statements = Vec::new();
+    for i in 0..12i64 {
+        statements.push(
+            client
+                .prepare(&format!("SELECT $1::int8 + {i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    for round in 0..3i64 {
+        for (i, statement) in statements.iter().enumerate() {
+            let row = client.query_one(statement, &[&round]).await.unwrap();
+            assert_eq!(row.get::<_, i64>(0), round + i as i64);
+        }
+    }
+    // Through the single server connection: only a few pooled statements live.
+    let rows = client
+        .simple_query("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'pgsplit_%'")
+        .await
+        .unwrap();
+    let live: i64 = first_value(&rows).unwrap().parse().unwrap();
+    assert!(
+        live <= 4,
+        "{live} pooled statements on one connection, limit 4"
+    );
+}

@@ -1,6 +1,6 @@
 //! One logged-in server connection, spoken to in raw protocol messages.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// Setting key → the statement that establishes it (see `frontend::settings`).
 pub type AppliedSettings = BTreeMap<String, String>;
@@ -14,6 +14,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::prepared::PreparedSet;
 use super::tls::{is_quiet, ServerStream, ServerTls};
 use crate::config::ServerTlsMode;
 use crate::protocol::frame::{self, Frame};
@@ -61,7 +62,7 @@ pub struct ServerConnection {
     /// The run-time parameters the server last reported.
     pub parameters: HashMap<String, String>,
     /// Names of the pooled prepared statements that exist on this connection.
-    pub prepared: HashSet<String>,
+    pub prepared: PreparedSet,
     /// The client session settings currently applied; `None` when unknown
     /// (after a rollback that may have undone some), forcing a full reset.
     pub applied_settings: Option<AppliedSettings>,
@@ -101,7 +102,7 @@ impl ServerConnection {
                 secret_key: 0,
                 address: address.clone(),
                 parameters: HashMap::new(),
-                prepared: HashSet::new(),
+                prepared: PreparedSet::default(),
                 applied_settings: Some(AppliedSettings::new()),
                 created: Instant::now(),
                 last_used: Instant::now(),
@@ -304,6 +305,25 @@ impl ServerConnection {
     /// Marks the connection as just used (on return to the pool).
     pub fn touch(&mut self) {
         self.last_used = Instant::now();
+    }
+
+    /// Closes pooled prepared statements on an idle connection (one round
+    /// trip for all of them), to keep it under its statement limit.
+    pub async fn close_statements(&mut self, names: &[String]) -> io::Result<()> {
+        let mut out = BytesMut::new();
+        for name in names {
+            out.extend_from_slice(&messages::describe_or_close(b'C', b'S', name));
+        }
+        out.extend_from_slice(&messages::sync());
+        self.write_all(&out).await?;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag() {
+                b'Z' => return Ok(()),
+                b'S' => self.note_parameter(frame.body()),
+                _ => {}
+            }
+        }
     }
 
     /// Says goodbye to the server; errors are irrelevant at that point.

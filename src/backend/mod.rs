@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod pool;
+pub mod prepared;
 pub mod tls;
 
 pub use connection::{ConnectError, ServerConnection};

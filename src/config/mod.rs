@@ -118,6 +118,13 @@ pub struct PoolConfig {
         deserialize_with = "duration::deserialize"
     )]
     pub max_lifetime: Duration,
+    /// Pooled prepared statements kept per server connection; the least
+    /// recently used are closed beyond this (each costs server memory).
+    #[serde(
+        default = "defaults::max_prepared_statements",
+        deserialize_with = "number::deserialize"
+    )]
+    pub max_prepared_statements: usize,
 }
 
 impl Default for PoolConfig {
@@ -127,6 +134,7 @@ impl Default for PoolConfig {
             size: defaults::pool_size(),
             idle_timeout: defaults::idle_timeout(),
             max_lifetime: defaults::max_lifetime(),
+            max_prepared_statements: defaults::max_prepared_statements(),
         }
     }
 }
@@ -393,6 +401,9 @@ mod defaults {
     }
     pub(super) fn node_port() -> u16 {
         5432
+    }
+    pub(super) fn max_prepared_statements() -> usize {
+        200
     }
     pub(super) fn node_weight() -> u32 {
         1

@@ -153,6 +153,7 @@ monitor:
             size: 5,
             idle_timeout: Duration::from_secs(60),
             max_lifetime: Duration::from_secs(86_400),
+            max_prepared_statements: 200,
         }
     );
     assert_eq!(c.tls.mode, ClientTlsMode::Require);

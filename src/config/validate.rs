@@ -56,6 +56,12 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if config.pool.max_prepared_statements == 0 {
+        return Err(ConfigError::invalid(
+            "pool.max_prepared_statements",
+            "must be at least 1",
+        ));
+    }
     check_tls(config)?;
     check_nodes(config)?;
     check_routing(config)?;

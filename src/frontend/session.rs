@@ -623,6 +623,17 @@ impl Session {
             self.reject_tail(tag);
             return false;
         }
+        if let Err(error) = self.trim_prepared(&mut server).await {
+            tracing::warn!(%error, "server connection lost while closing prepared statements");
+            self.reject(
+                PgError::error(
+                    SqlState::CONNECTION_FAILURE,
+                    format!("server connection lost: {error}"),
+                ),
+                tag,
+            );
+            return false;
+        }
         self.attach(server, node);
         if let Some(begin) = self.deferred_begin.take() {
             // The client already saw BEGIN succeed: send it first, quietly.
@@ -635,6 +646,21 @@ impl Session {
             }
         }
         true
+    }
+
+    /// Keeps a connection under `pool.max_prepared_statements` by closing
+    /// its least recently used statements (down to 90% of the limit, so
+    /// this round trip is rare). Runs on an idle connection, before the
+    /// unit's messages, so nothing in flight can refer to them.
+    async fn trim_prepared(&self, server: &mut PooledConnection) -> io::Result<()> {
+        let limit = self.shared.config.pool.max_prepared_statements;
+        if server.prepared.len() <= limit {
+            return Ok(());
+        }
+        let keep = limit - limit / 10;
+        let excess = server.prepared.len() - keep;
+        let victims = server.prepared.take_least_recent(excess);
+        server.close_statements(&victims).await
     }
 
     /// The transaction status the client believes in.
@@ -898,7 +924,7 @@ impl Session {
         if server.prepared.contains(&statement.server_name) {
             self.reply(messages::parse_complete());
         } else {
-            server.prepared.insert(statement.server_name.clone());
+            server.prepared.insert(&statement.server_name);
             self.server_out.extend_from_slice(&messages::parse_renamed(
                 &statement.server_name,
                 &statement.parse_rest,
@@ -937,7 +963,7 @@ impl Session {
         let Some(server) = self.server.as_mut() else {
             return;
         };
-        if server.prepared.insert(statement.server_name.clone()) {
+        if server.prepared.insert(&statement.server_name) {
             self.server_out.extend_from_slice(&messages::parse_renamed(
                 &statement.server_name,
                 &statement.parse_rest,
