@@ -26,6 +26,9 @@ pub struct PreparedStatement {
     pub class: Arc<Classification>,
 }
 
+/// Distinct `Parse` bodies remembered before the interning table starts over.
+const MAX_INTERNED: usize = 100_000;
+
 /// Interns `Parse` bodies into server statement names, process-wide.
 #[derive(Default)]
 pub struct StatementNames {
@@ -39,6 +42,11 @@ impl StatementNames {
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(name) = names.get(parse_rest) {
             return name.clone();
+        }
+        if names.len() >= MAX_INTERNED {
+            // Forgetting is safe: names are never reused, so a body seen
+            // again just gets a fresh name (and one more server statement).
+            names.clear();
         }
         let name = format!("pgsplit_{}", self.next.fetch_add(1, Ordering::Relaxed));
         names.insert(parse_rest.clone(), name.clone());
