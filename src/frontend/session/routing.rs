@@ -1,0 +1,234 @@
+//! Routing a unit of work: planning it, choosing and attaching its node,
+//! the deferred BEGIN and the session's route setting.
+
+use std::io;
+
+use super::*;
+
+/// The session setting that picks the route, handled by pgsplit.
+pub(super) const ROUTE_SETTING: &str = "pgsplit.route";
+
+/// Reads a `pgsplit.route` value.
+pub(super) fn parse_route(value: &str) -> Option<Route> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "primary" => Some(Route::Primary),
+        "replica" => Some(Route::Replica),
+        "auto" => Some(Route::Auto),
+        _ => None,
+    }
+}
+
+pub(super) fn invalid_route(value: &str) -> PgError {
+    PgError::error(
+        SqlState::INVALID_PARAMETER_VALUE,
+        format!("invalid value for parameter \"{ROUTE_SETTING}\": \"{value}\" (expected primary, replica or auto)"),
+    )
+}
+
+impl Session {
+    /// Makes sure a server connection is attached; `false` means it could
+    /// not be, and the client has been told why.
+    pub(super) async fn ensure_server(&mut self, tag: u8) -> bool {
+        if self.server.is_some() {
+            return true;
+        }
+        if let Some(error) = self.lost_state.take() {
+            self.reject(error, tag);
+            return false;
+        }
+        let unit = self.unit.take();
+        if unit.is_some_and(|unit| unit.unparsed) {
+            let counters = &self.shared.router.counters;
+            counters
+                .unparsed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!("statement could not be classified; sent to the primary");
+        }
+        if let Some(unit) = unit {
+            // The plan already looked at this unit's statements.
+            self.transaction_wrote |= unit.wrote();
+        }
+        let need = match (unit, self.deferred_begin.is_some()) {
+            (Some(unit), true) if unit.sets_transaction_read_only && !unit.wrote() => Need::Read,
+            (Some(unit), false) => {
+                unit.need(&self.route, self.read_only_session(), self.recently_wrote())
+            }
+            _ => Need::Primary,
+        };
+        let router = self.shared.router.clone();
+        let mut failed = Vec::new();
+        let (mut server, node) = loop {
+            let Some(node) = router.choose(need, &self.route, &failed) else {
+                let error = PgError::error(
+                    SqlState::CONNECTION_FAILURE,
+                    "pgsplit: no replica can serve this read and routing.primary_reads is never",
+                );
+                self.reject(error, tag);
+                return false;
+            };
+            match self.checkout(node).await {
+                Ok(server) => break (server, node),
+                Err(error) if node != router.primary() => {
+                    // Nothing was sent yet: the read can go elsewhere.
+                    tracing::warn!(%error, node = router.node_name(node), "replica unavailable, routing the read elsewhere");
+                    router.node_failed(node);
+                    failed.push(node);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "no server connection for client");
+                    let code = match error {
+                        CheckoutError::Timeout(_) => SqlState::TOO_MANY_CONNECTIONS,
+                        CheckoutError::Connect(_) => SqlState::CONNECTION_FAILURE,
+                    };
+                    self.reject(PgError::error(code, format!("pgsplit: {error}")), tag);
+                    return false;
+                }
+            }
+        };
+        if let Err(error) = self.sync_settings(&mut server).await {
+            tracing::warn!("could not restore session settings on a server connection");
+            self.reply(error.to_message("ERROR"));
+            self.reject_tail(tag);
+            return false;
+        }
+        if let Err(error) = self.trim_prepared(&mut server).await {
+            tracing::warn!(%error, "server connection lost while closing prepared statements");
+            self.reject(
+                PgError::error(
+                    SqlState::CONNECTION_FAILURE,
+                    format!("server connection lost: {error}"),
+                ),
+                tag,
+            );
+            return false;
+        }
+        self.attach(server, node);
+        if let Some(begin) = self.deferred_begin.take() {
+            // The client already saw BEGIN succeed: send it first, quietly.
+            self.forward(&begin);
+            for reply in [b'C', b'Z'] {
+                self.expected.push(Expected::Injected {
+                    reply,
+                    prepared: None,
+                });
+            }
+        }
+        true
+    }
+
+    /// Keeps a connection under `pool.max_prepared_statements` by closing
+    /// its least recently used statements (down to 90% of the limit, so
+    /// this round trip is rare). Runs on an idle connection, before the
+    /// unit's messages, so nothing in flight can refer to them.
+    pub(super) async fn trim_prepared(&self, server: &mut PooledConnection) -> io::Result<()> {
+        let limit = self.shared.config.pool.max_prepared_statements;
+        if server.prepared.len() <= limit {
+            return Ok(());
+        }
+        let keep = limit - limit / 10;
+        let excess = server.prepared.len() - keep;
+        let victims = server.prepared.take_least_recent(excess);
+        server.close_statements(&victims).await
+    }
+
+    /// The transaction status the client believes in.
+    pub(super) fn client_status(&self) -> u8 {
+        if self.server.is_some() || self.deferred_begin.is_some() {
+            self.transaction_status
+        } else {
+            b'I'
+        }
+    }
+
+    /// Answers a lone read-write `BEGIN` without a server, when the session
+    /// might still turn out read-only; `true` if it did.
+    pub(super) fn defer_begin(&mut self, frame: &Frame, statements: usize) -> bool {
+        let deferrable = self.server.is_none()
+            && self.deferred_begin.is_none()
+            && statements == 1
+            && self.route.route != Route::Primary
+            && self
+                .unit
+                .is_some_and(|unit| unit.begins_read_write && !unit.wrote() && unit.hint.is_none());
+        if !deferrable || self.read_only_session() {
+            return false;
+        }
+        self.unit = None;
+        self.deferred_begin = Some(frame.clone());
+        self.transaction_status = b'T';
+        self.reply(messages::command_complete("BEGIN"));
+        self.reply(messages::ready_for_query(b'T'));
+        true
+    }
+
+    /// Whether the session's transactions are read-only by default
+    /// (`default_transaction_read_only`), so `BEGIN` may use a replica.
+    pub(super) fn read_only_session(&self) -> bool {
+        self.settings
+            .effective()
+            .get("default_transaction_read_only")
+            .is_some_and(|statement| crate::sql::session::sets_boolean_on(statement))
+    }
+
+    /// Whether the client's last write is recent enough to read it back
+    /// from the primary only.
+    pub(super) fn recently_wrote(&self) -> bool {
+        unit::within_sticky_window(self.shared.router.settings(), self.last_write)
+    }
+
+    /// Looks at the unit about to start, once, before a node is chosen.
+    /// `false` means its end has not arrived yet.
+    pub(super) fn plan_unit(&mut self) -> bool {
+        if self.server.is_some() || self.unit.is_some() || self.skip_until_sync {
+            return true;
+        }
+        let shared = self.shared.clone();
+        let read_only = |f: &str| shared.functions.is_read_only(&self.database, f);
+        match unit::plan(
+            &self.client_in,
+            &shared.classifier,
+            &self.statements,
+            self.unnamed_class.as_ref(),
+            &read_only,
+            shared.config.max_message_size,
+        ) {
+            Lookahead::Planned(traits) => {
+                self.unit = Some(traits);
+                true
+            }
+            Lookahead::Incomplete => false,
+        }
+    }
+
+    /// Notes a statement of the current transaction, for stickiness.
+    pub(super) fn note_class(&mut self, class: &Classification) {
+        let mut traits = UnitTraits::default();
+        traits.absorb(class, |f| {
+            self.shared.functions.is_read_only(&self.database, f)
+        });
+        self.transaction_wrote |= traits.wrote();
+    }
+
+    /// `SET pgsplit.route = primary | replica | auto` (and `RESET`), answered
+    /// by pgsplit itself: the servers never see it.
+    pub(super) fn set_route(&mut self, effect: &SessionEffect) {
+        let status = self.client_status();
+        let (route, tag) = match effect {
+            SessionEffect::Set { statement, .. } => {
+                let value = setting_value(statement).unwrap_or_default();
+                match parse_route(&value) {
+                    Some(route) => (route, "SET"),
+                    None => {
+                        self.reply(invalid_route(&value).to_message());
+                        self.reply(messages::ready_for_query(status));
+                        return;
+                    }
+                }
+            }
+            _ => (self.default_route.route, "RESET"),
+        };
+        self.route.route = route;
+        self.reply(messages::command_complete(tag));
+        self.reply(messages::ready_for_query(status));
+    }
+}
