@@ -12,3 +12,4 @@ pub mod protocol;
 pub mod proxy;
 pub mod router;
 pub mod sql;
+pub mod sync;

@@ -6,13 +6,14 @@
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connection::{ConnectError, LoginTarget, ServerConnection};
 use super::tls::ServerTls;
+use crate::sync::lock;
 
 /// Identifies a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -49,14 +50,6 @@ pub struct Pool {
     settings: PoolSettings,
     idle: Mutex<Vec<ServerConnection>>,
     permits: Arc<Semaphore>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave the data inconsistent
-    // (push/pop only), so a poisoned lock is still usable.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Pool {

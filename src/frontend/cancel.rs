@@ -3,12 +3,13 @@
 //! running that client's query at the moment.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::protocol::messages;
+use crate::sync::lock;
 
 /// The server-side key of the connection a client is currently using.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,12 +21,6 @@ pub struct CancelTarget {
 
 /// Where a session publishes its current server connection.
 pub type CancelSlot = Arc<Mutex<Option<CancelTarget>>>;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Sets or clears a session's cancel target.
 pub fn publish(slot: &CancelSlot, target: Option<CancelTarget>) {

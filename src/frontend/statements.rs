@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::router::classify::Classification;
 use crate::sql::SessionEffect;
+use crate::sync::lock;
 
 /// A client's prepared statement and what is needed to prepare it anywhere.
 #[derive(Debug)]
@@ -39,7 +40,7 @@ pub struct StatementNames {
 impl StatementNames {
     /// The server name for a `Parse` body, the same for identical bodies.
     pub fn name_for(&self, parse_rest: &Bytes) -> String {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = lock(&self.names);
         if let Some(name) = names.get(parse_rest) {
             return name.clone();
         }

@@ -4,10 +4,11 @@
 //! write, so an unknown function never sends a write to a replica.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, RoutingConfig};
+use crate::sync::{lock, read, write};
 
 /// How often a database's function list is reloaded.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
@@ -40,10 +41,6 @@ pub struct FunctionCatalog {
     databases: Mutex<HashMap<String, Arc<DatabaseFunctions>>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl FunctionCatalog {
     /// Reads `pg_proc` with the `monitor` credentials, or without them only
     /// the config lists count.
@@ -74,12 +71,7 @@ impl FunctionCatalog {
             return true;
         }
         let functions = self.database(database);
-        let known = functions
-            .read_only
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(function)
-            .copied();
+        let known = read(&functions.read_only).get(function).copied();
         match known {
             Some(read_only) => read_only,
             None => {
@@ -119,7 +111,7 @@ impl FunctionCatalog {
             match load(&source, &database).await {
                 Ok(map) => {
                     tracing::debug!(%database, functions = map.len(), "function volatility loaded");
-                    *functions.read_only.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+                    *write(&functions.read_only) = Arc::new(map);
                 }
                 Err(error) => {
                     tracing::warn!(%error, %database, "could not read pg_proc; unknown functions go to the primary")

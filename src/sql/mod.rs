@@ -7,6 +7,13 @@ pub mod session;
 
 pub use session::{session_effect, SessionEffect};
 
+/// The first position of `needle` (ASCII) in `haystack`, ignoring ASCII case.
+pub fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window.eq_ignore_ascii_case(needle))
+}
+
 /// Quotes text as an SQL string literal that reads the same whatever
 /// `standard_conforming_strings` is (backslashes use the `E''` form).
 pub fn quote_literal(value: &str) -> String {

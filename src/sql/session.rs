@@ -2,6 +2,7 @@
 //! pooling (`SET`, `RESET`, `DISCARD`, `DEALLOCATE`), and which create state
 //! that cannot move between server connections and so pin the client.
 
+use super::find_ignore_case;
 use super::lexer::{tokens, Token};
 
 /// What one statement does to the client's session, as far as pooling cares.
@@ -56,7 +57,7 @@ pub fn session_effect(statement: &str) -> SessionEffect {
     ]
     .iter()
     .any(|k| first.is_keyword(k));
-    if !interesting && !contains_ignore_case(statement, "advisory") {
+    if !interesting && find_ignore_case(statement.as_bytes(), b"advisory").is_none() {
         return SessionEffect::None;
     }
     let words: Vec<Token> = tokens(statement).map(|(_, t)| t).collect();
@@ -128,13 +129,6 @@ pub fn setting_value(statement: &str) -> Option<String> {
 pub fn sets_boolean_on(statement: &str) -> bool {
     setting_value(statement)
         .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "t" | "yes" | "y" | "1"))
-}
-
-fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn creates_temporary_object(words: &[Token]) -> bool {

@@ -3,7 +3,9 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 
 use super::hint::find_hint;
 use super::lexical::lexical;
@@ -36,12 +38,6 @@ pub(super) struct Slot {
     pub(super) key: Arc<str>,
     pub(super) value: Arc<Classification>,
     pub(super) referenced: bool,
-}
-
-pub(super) fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    shard
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shard {

@@ -1,6 +1,7 @@
 //! Routing hints in comments: `/* pgsplit:primary */`, `/* pgsplit:replica */`.
 
 use super::Hint;
+use crate::sql::find_ignore_case;
 use crate::sql::lexer::{tokens, Token};
 
 /// Finds a `pgsplit:primary` / `pgsplit:replica` hint in a comment (not in
@@ -40,12 +41,4 @@ pub(super) fn token_end(sql: &str, start: usize, token: Token) -> usize {
         Token::Symbol(c) => start + c.len_utf8(),
     };
     end.min(sql.len())
-}
-
-/// The first position of `needle` (lowercase ASCII) in `haystack`, ignoring
-/// ASCII case.
-pub(super) fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window.eq_ignore_ascii_case(needle))
 }
