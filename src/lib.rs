@@ -7,6 +7,8 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod frontend;
+pub mod lsn;
+pub mod monitor;
 pub mod net;
 pub mod protocol;
 pub mod proxy;

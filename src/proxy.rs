@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -20,6 +21,7 @@ use crate::frontend::login::{login, LoginOutcome};
 use crate::frontend::session::Session;
 use crate::frontend::statements::StatementNames;
 use crate::frontend::tls;
+use crate::monitor::{Monitor, SharedTopology, Topology};
 use crate::protocol::scram::ScramVerifier;
 use crate::router::classify::ClassificationCache;
 use crate::router::functions::FunctionCatalog;
@@ -51,6 +53,8 @@ pub struct Shared {
     pub classifier: ClassificationCache,
     /// Which functions may run on a replica, per database.
     pub functions: FunctionCatalog,
+    /// Node roles, health and lag, as the monitor last saw them.
+    pub topology: SharedTopology,
     clients: AtomicUsize,
 }
 
@@ -79,6 +83,7 @@ impl Drop for ClientGuard {
 pub struct Proxy {
     listener: TcpListener,
     shared: Arc<Shared>,
+    monitor: Option<Monitor>,
 }
 
 impl Proxy {
@@ -99,21 +104,29 @@ impl Proxy {
                 (user.name.clone(), credentials)
             })
             .collect();
+        let server_tls = crate::backend::tls::from_config(&config.server_tls)?;
         let pools = Pools::new(PoolSettings {
             size: config.pool.size as usize,
             connect_timeout: config.server_connect_timeout,
             idle_timeout: config.pool.idle_timeout,
             max_lifetime: config.pool.max_lifetime,
             max_message_size: config.max_message_size,
-            tls: crate::backend::tls::from_config(&config.server_tls)?,
+            tls: server_tls.clone(),
         });
+        let topology: SharedTopology =
+            Arc::new(ArcSwap::from_pointee(Topology::from_config(&config)));
+        let monitor = Monitor::new(&config, server_tls.clone(), topology.clone());
+        if monitor.is_none() {
+            tracing::warn!("no monitor credentials: node roles, health and lag are not checked");
+        }
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
         let shared = Shared {
-            router: Arc::new(Router::new(&config)),
+            router: Arc::new(Router::new(&config, topology.clone())),
             classifier: ClassificationCache::new(CLASSIFICATION_CACHE_SIZE),
-            functions: FunctionCatalog::new(&config),
+            functions: FunctionCatalog::new(&config, server_tls),
+            topology,
             credentials,
             pools,
             cancels: Arc::new(CancelRegistry::default()),
@@ -125,7 +138,13 @@ impl Proxy {
         Ok(Proxy {
             listener,
             shared: Arc::new(shared),
+            monitor,
         })
+    }
+
+    /// What the monitor publishes about the nodes (for tests and the admin side).
+    pub fn topology(&self) -> SharedTopology {
+        self.shared.topology.clone()
     }
 
     /// The address clients connect to (useful when `listen` used port 0).
@@ -136,9 +155,13 @@ impl Proxy {
     /// Serves clients until `shutdown` completes, then stops accepting,
     /// lets transactions in progress finish (up to a grace period) and
     /// closes idle clients with `57P01`, as PostgreSQL's smart shutdown does.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_sessions, sessions_stop) = watch::channel(false);
         let pruner = tokio::spawn(prune_idle_connections(self.shared.clone()));
+        let monitor = self.monitor.take().map(|monitor| {
+            let shared = self.shared.clone();
+            tokio::spawn(monitor.run(move |node| shared.pools.close_idle(node)))
+        });
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -165,6 +188,9 @@ impl Proxy {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         pruner.abort();
+        if let Some(monitor) = monitor {
+            monitor.abort();
+        }
         let counters = &self.shared.router.counters;
         tracing::info!(
             unparsed_statements = counters.unparsed.load(Ordering::Relaxed),

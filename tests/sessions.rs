@@ -167,11 +167,11 @@ async fn closing_and_deallocating_statements_behaves_like_postgres() {
             .get::<_, i32>(0),
         42
     );
-    // tokio-postgres names a connection's first statement s0.
-    client.batch_execute("DEALLOCATE s0").await.unwrap();
+    let deallocate = format!("DEALLOCATE {}", statement.name());
+    client.batch_execute(&deallocate).await.unwrap();
     let error = client.query_one(&statement, &[]).await.unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::INVALID_SQL_STATEMENT_NAME));
-    let error = client.batch_execute("DEALLOCATE s0").await.unwrap_err();
+    let error = client.batch_execute(&deallocate).await.unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::INVALID_SQL_STATEMENT_NAME));
 
     // Dropping a Statement sends Close; re-preparing the same text works.

@@ -49,6 +49,15 @@ pub enum ConnectError {
     Protocol { node: String, detail: String },
 }
 
+/// What a query pgsplit ran itself returned.
+#[derive(Debug, Default)]
+pub struct QueryOutcome {
+    /// The first column of the first row, unless NULL.
+    pub first_value: Option<Vec<u8>>,
+    /// The first `ErrorResponse`.
+    pub error: Option<Frame>,
+}
+
 /// A logged-in connection plus what pgsplit knows of its state.
 pub struct ServerConnection {
     stream: ServerStream,
@@ -80,20 +89,8 @@ impl ServerConnection {
         tls: Option<&ServerTls>,
     ) -> Result<ServerConnection, ConnectError> {
         let address = format!("{}:{}", target.host, target.port);
-        let io_error = |source| ConnectError::Io {
-            node: target.node_name.clone(),
-            address: address.clone(),
-            source,
-        };
         let login = async {
-            let stream = TcpStream::connect((target.host.as_str(), target.port))
-                .await
-                .map_err(io_error)?;
-            stream.set_nodelay(true).map_err(io_error)?;
-            let stream = match tls {
-                Some(tls) => negotiate_tls(stream, tls, target).await?,
-                None => ServerStream::Plain(stream),
-            };
+            let stream = open_stream(&target.host, target.port, &target.node_name, tls).await?;
             let mut conn = ServerConnection {
                 stream,
                 read_buf: BytesMut::with_capacity(16 * 1024),
@@ -274,14 +271,23 @@ impl ServerConnection {
     /// Runs a query whose results nobody wants (session replay, reset),
     /// reading up to `ReadyForQuery`. Returns the first error, if any.
     pub async fn run_silently(&mut self, sql: &str) -> io::Result<Option<Frame>> {
+        Ok(self.run_query(sql).await?.error)
+    }
+
+    /// Runs a query of pgsplit's own, keeping the first column of its first
+    /// row and its first error.
+    pub async fn run_query(&mut self, sql: &str) -> io::Result<QueryOutcome> {
         self.write_all(&messages::query(sql)).await?;
-        let mut error = None;
+        let mut outcome = QueryOutcome::default();
         loop {
             let frame = self.read_frame().await?;
             match frame.tag() {
-                b'Z' => return Ok(error),
+                b'Z' => return Ok(outcome),
                 b'S' => self.note_parameter(frame.body()),
-                b'E' if error.is_none() => error = Some(frame),
+                b'D' if outcome.first_value.is_none() => {
+                    outcome.first_value = messages::first_column(frame.body()).map(<[u8]>::to_vec)
+                }
+                b'E' if outcome.error.is_none() => outcome.error = Some(frame),
                 _ => {}
             }
         }
@@ -332,15 +338,37 @@ impl ServerConnection {
     }
 }
 
+/// Opens a TCP connection to a node, with TLS as `server_tls` says; shared
+/// by pooled connections and the monitor's query clients.
+pub async fn open_stream(
+    host: &str,
+    port: u16,
+    node_name: &str,
+    tls: Option<&ServerTls>,
+) -> Result<ServerStream, ConnectError> {
+    let io_error = |source| ConnectError::Io {
+        node: node_name.to_owned(),
+        address: format!("{host}:{port}"),
+        source,
+    };
+    let stream = TcpStream::connect((host, port)).await.map_err(io_error)?;
+    stream.set_nodelay(true).map_err(io_error)?;
+    match tls {
+        Some(tls) => negotiate_tls(stream, tls, host, node_name).await,
+        None => Ok(ServerStream::Plain(stream)),
+    }
+}
+
 /// Asks the server for TLS (`SSLRequest`) and performs the handshake;
 /// `prefer` falls back to plaintext when the server declines.
 async fn negotiate_tls(
     mut stream: TcpStream,
     tls: &ServerTls,
-    target: &LoginTarget,
+    host: &str,
+    node_name: &str,
 ) -> Result<ServerStream, ConnectError> {
     let failed = |detail: String| ConnectError::Protocol {
-        node: target.node_name.clone(),
+        node: node_name.to_owned(),
         detail,
     };
     let mut request = BytesMut::new();
@@ -352,7 +380,7 @@ async fn negotiate_tls(
     let answer = stream.read_u8().await.map_err(|e| failed(e.to_string()))?;
     match answer {
         b'S' => {
-            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
                 .map_err(|e| failed(format!("invalid host name for TLS: {e}")))?;
             let tls_stream = tls
                 .connector

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod pool;
 pub mod prepared;
+pub mod query_client;
 pub mod tls;
 
 pub use connection::{ConnectError, ServerConnection};

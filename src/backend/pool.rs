@@ -182,6 +182,16 @@ impl Pools {
             .clone()
     }
 
+    /// Closes the idle connections to `node` (it went down: they are dead
+    /// or soon will be).
+    pub fn close_idle(&self, node: usize) {
+        for (key, pool) in self.all() {
+            if key.node == node {
+                lock(&pool.idle).clear();
+            }
+        }
+    }
+
     /// Every pool with its key, for pruning and stats.
     pub fn all(&self) -> Vec<(PoolKey, Arc<Pool>)> {
         lock(&self.pools)

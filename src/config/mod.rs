@@ -12,6 +12,7 @@
 mod duration;
 mod error;
 mod interpolate;
+mod monitor;
 mod number;
 mod routing;
 mod size;
@@ -27,7 +28,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::ConfigError;
-pub use routing::{LoadBalance, PrimaryReads, Route, RouteRule, RoutingConfig};
+pub use monitor::MonitorConfig;
+pub use routing::{Consistency, LoadBalance, PrimaryReads, Route, RouteRule, RoutingConfig};
 
 /// Complete proxy configuration, as read from the YAML file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -250,7 +252,7 @@ pub struct NodeConfig {
 }
 
 /// Role of a node in read/write splitting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Receives writes and transactions; exactly one per configuration.
@@ -273,25 +275,6 @@ impl fmt::Debug for UserConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserConfig")
             .field("name", &self.name)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
-/// Credentials the proxy uses for its own health/lag checks.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MonitorConfig {
-    /// PostgreSQL role name for monitoring queries.
-    pub user: String,
-    /// Clear-text password for `user`.
-    pub password: String,
-}
-
-impl fmt::Debug for MonitorConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MonitorConfig")
-            .field("user", &self.user)
             .field("password", &"<redacted>")
             .finish()
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::duration;
+use super::{duration, size};
 
 /// Read/write splitting settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -20,13 +20,35 @@ pub struct RoutingConfig {
     /// Whether the primary serves reads too.
     #[serde(default)]
     pub primary_reads: PrimaryReads,
-    /// After a client's transaction writes, its reads go to the primary for
-    /// this long (read-your-writes in its simplest form); `0s` disables.
+    /// With `consistency: sticky` (or when `read_your_writes` could not learn
+    /// a commit's position), a client's reads go to the primary for this
+    /// long after it wrote; `0s` disables.
     #[serde(
         default = "default_sticky_after_write",
         deserialize_with = "duration::deserialize"
     )]
     pub sticky_after_write: Duration,
+    /// What a client may read from a replica after it wrote.
+    #[serde(default)]
+    pub consistency: Consistency,
+    /// How long a read may wait for a replica to replay the client's last
+    /// write before going to the primary (`read_your_writes`); `0s`: not at all.
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub ryw_wait: Duration,
+    /// A replica further behind the primary than this many bytes of WAL gets
+    /// no reads; it is readmitted below half of it.
+    #[serde(
+        default = "default_max_lag_bytes",
+        deserialize_with = "size::deserialize"
+    )]
+    pub max_lag_bytes: usize,
+    /// A replica further behind than this in time gets no reads; it is
+    /// readmitted below half of it.
+    #[serde(
+        default = "default_max_lag",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub max_lag: Duration,
     /// Volatile functions known not to write, so `SELECT f()` may use a replica.
     #[serde(default)]
     pub read_only_functions: Vec<String>,
@@ -45,6 +67,10 @@ impl Default for RoutingConfig {
             load_balance: LoadBalance::default(),
             primary_reads: PrimaryReads::default(),
             sticky_after_write: default_sticky_after_write(),
+            consistency: Consistency::default(),
+            ryw_wait: Duration::ZERO,
+            max_lag_bytes: default_max_lag_bytes(),
+            max_lag: default_max_lag(),
             read_only_functions: Vec::new(),
             write_functions: Vec::new(),
             rules: Vec::new(),
@@ -54,6 +80,27 @@ impl Default for RoutingConfig {
 
 fn default_sticky_after_write() -> Duration {
     Duration::from_secs(1)
+}
+
+fn default_max_lag_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
+fn default_max_lag() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// What reads a client may be served after its own writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Any healthy replica within the lag limits, even right after a write.
+    Eventual,
+    /// Reads stay on the primary for `sticky_after_write` after a write.
+    Sticky,
+    /// Reads go only to replicas that replayed the client's last commit.
+    #[default]
+    ReadYourWrites,
 }
 
 /// Where a session's transactions go.

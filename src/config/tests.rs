@@ -175,13 +175,7 @@ monitor:
         Some("r3p0rt")
     );
     assert!(c.user("nobody").is_none());
-    assert_eq!(
-        c.monitor,
-        Some(MonitorConfig {
-            user: "mon".into(),
-            password: "monpw".into(),
-        })
-    );
+    assert_eq!(c.monitor, Some(MonitorConfig::new("mon", "monpw")));
 }
 
 #[test]

@@ -66,15 +66,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     check_nodes(config)?;
     check_routing(config)?;
     check_users(config)?;
-    if let Some(monitor) = &config.monitor {
-        require_non_empty("monitor.user", &monitor.user)?;
-        if monitor.password.is_empty() {
-            return Err(ConfigError::invalid(
-                "monitor.password",
-                "must not be empty",
-            ));
-        }
-    }
+    check_monitor(config)?;
     Ok(())
 }
 
@@ -225,6 +217,48 @@ fn check_routing(config: &Config) -> Result<(), ConfigError> {
                     format!("no node has the tag {tag:?}"),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+fn check_monitor(config: &Config) -> Result<(), ConfigError> {
+    if config.routing.max_lag == Duration::ZERO {
+        return Err(ConfigError::invalid(
+            "routing.max_lag",
+            "must be greater than zero",
+        ));
+    }
+    if config.routing.max_lag_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "routing.max_lag_bytes",
+            "must be greater than zero",
+        ));
+    }
+    let Some(monitor) = &config.monitor else {
+        return Ok(());
+    };
+    require_non_empty("monitor.user", &monitor.user)?;
+    if monitor.password.is_empty() {
+        return Err(ConfigError::invalid(
+            "monitor.password",
+            "must not be empty",
+        ));
+    }
+    for (path, value) in [
+        ("monitor.interval", monitor.interval),
+        ("monitor.timeout", monitor.timeout),
+    ] {
+        if value == Duration::ZERO {
+            return Err(ConfigError::invalid(path, "must be greater than zero"));
+        }
+    }
+    for (path, value) in [
+        ("monitor.fail_after", monitor.fail_after),
+        ("monitor.recover_after", monitor.recover_after),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::invalid(path, "must be at least 1"));
         }
     }
     Ok(())

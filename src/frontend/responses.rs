@@ -39,6 +39,9 @@ pub enum Expected {
         reply: u8,
         prepared: Option<PreparedOnServer>,
     },
+    /// The answer to pgsplit's own query for the WAL position a write
+    /// transaction committed at (read-your-writes), up to its `ReadyForQuery`.
+    CommitPosition,
 }
 
 impl Expected {
@@ -98,7 +101,10 @@ impl ResponseQueue {
     pub fn skip_to_sync(&mut self) -> Vec<PreparedOnServer> {
         let mut unprepared = Vec::new();
         while let Some(front) = self.queue.front() {
-            if matches!(front, Expected::Sync | Expected::Query) {
+            if matches!(
+                front,
+                Expected::Sync | Expected::Query | Expected::CommitPosition
+            ) {
                 break;
             }
             match self.queue.pop_front() {

@@ -22,6 +22,7 @@ impl SqlState {
     pub const INVALID_SQL_STATEMENT_NAME: &'static str = "26000";
     pub const DUPLICATE_PREPARED_STATEMENT: &'static str = "42P05";
     pub const INVALID_PARAMETER_VALUE: &'static str = "22023";
+    pub const CANT_CHANGE_RUNTIME_PARAM: &'static str = "55P02";
 }
 
 /// How bad an error is; `Fatal` means the connection is closed after it.

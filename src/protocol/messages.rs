@@ -88,6 +88,31 @@ pub fn command_complete(tag: &str) -> Bytes {
     build(b'C', |b| put_cstr(b, tag.as_bytes()))
 }
 
+/// `RowDescription` of one `text` column, as `SHOW name` describes its result.
+pub fn text_row_description(column: &str) -> Bytes {
+    /// The `text` type's OID.
+    const TEXT_OID: i32 = 25;
+    build(b'T', |b| {
+        b.put_i16(1);
+        put_cstr(b, column.as_bytes());
+        b.put_i32(0); // no table
+        b.put_i16(0); // no column number
+        b.put_i32(TEXT_OID);
+        b.put_i16(-1); // variable length
+        b.put_i32(-1); // no type modifier
+        b.put_i16(0); // text format
+    })
+}
+
+/// `DataRow` of one text value.
+pub fn text_data_row(value: &str) -> Bytes {
+    build(b'D', |b| {
+        b.put_i16(1);
+        b.put_i32(value.len() as i32);
+        b.put_slice(value.as_bytes());
+    })
+}
+
 /// `NegotiateProtocolVersion`: the newest minor version pgsplit speaks and
 /// the `_pq_.` options it did not recognise.
 pub fn negotiate_protocol_version(minor: i32, unrecognized: &[String]) -> Bytes {
@@ -170,6 +195,17 @@ pub fn cancel_request(process_id: i32, secret: i32) -> Bytes {
 }
 
 // ---- field access ----
+
+/// The first column of a `DataRow` body; `None` when it is NULL or the row is malformed.
+pub fn first_column(body: &[u8]) -> Option<&[u8]> {
+    let count = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    if count < 1 {
+        return None;
+    }
+    let (length, rest) = read_i32(&body[2..])?;
+    let length = usize::try_from(length).ok()?;
+    rest.get(..length)
+}
 
 /// Splits a NUL-terminated string off the front of `buf`.
 pub fn read_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {

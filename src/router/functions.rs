@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::backend::query_client::{self, QueryTarget};
+use crate::backend::tls::ServerTls;
 use crate::config::{Config, RoutingConfig};
 use crate::sync::{lock, read, write};
 
@@ -15,16 +17,6 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// At most one reload per database this often when an unknown function is
 /// seen (it may have just been created).
 const MISS_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Everything needed to read `pg_proc` on the primary.
-#[derive(Clone)]
-struct CatalogSource {
-    host: String,
-    port: u16,
-    user: String,
-    password: String,
-    connect_timeout: Duration,
-}
 
 /// One database's functions: name (and `schema.name`) → read-only.
 #[derive(Default)]
@@ -37,25 +29,31 @@ struct DatabaseFunctions {
 /// Function volatility for every database clients use.
 pub struct FunctionCatalog {
     routing: RoutingConfig,
-    source: Option<CatalogSource>,
+    /// The primary, as whom to read `pg_proc` (its `database` is set per load).
+    source: Option<QueryTarget>,
+    connect_timeout: Duration,
     databases: Mutex<HashMap<String, Arc<DatabaseFunctions>>>,
 }
 
 impl FunctionCatalog {
     /// Reads `pg_proc` with the `monitor` credentials, or without them only
     /// the config lists count.
-    pub fn new(config: &Config) -> FunctionCatalog {
+    pub fn new(config: &Config, tls: Option<ServerTls>) -> FunctionCatalog {
         let primary = &config.nodes[config.primary_index()];
-        let source = config.monitor.as_ref().map(|monitor| CatalogSource {
+        let source = config.monitor.as_ref().map(|monitor| QueryTarget {
+            node_name: primary.name.clone(),
             host: primary.host.clone(),
             port: primary.port,
             user: monitor.user.clone(),
             password: monitor.password.clone(),
-            connect_timeout: config.server_connect_timeout,
+            database: String::new(),
+            application_name: "pgsplit-catalog",
+            tls,
         });
         FunctionCatalog {
             routing: config.routing.clone(),
             source,
+            connect_timeout: config.server_connect_timeout,
             databases: Mutex::new(HashMap::new()),
         }
     }
@@ -92,9 +90,11 @@ impl FunctionCatalog {
 
     /// Starts a background reload unless one started within `min_interval`.
     fn refresh(&self, database: &str, functions: &Arc<DatabaseFunctions>, min_interval: Duration) {
-        let Some(source) = self.source.clone() else {
+        let Some(mut source) = self.source.clone() else {
             return;
         };
+        source.database = database.to_owned();
+        let timeout = self.connect_timeout;
         {
             let mut last = lock(&functions.last_load);
             if last.is_some_and(|at| at.elapsed() < min_interval) {
@@ -108,7 +108,7 @@ impl FunctionCatalog {
         let functions = functions.clone();
         let database = database.to_owned();
         runtime.spawn(async move {
-            match load(&source, &database).await {
+            match load(&source, timeout).await {
                 Ok(map) => {
                     tracing::debug!(%database, functions = map.len(), "function volatility loaded");
                     *write(&functions.read_only) = Arc::new(map);
@@ -123,21 +123,8 @@ impl FunctionCatalog {
 
 /// Reads every function's volatility; a name is read-only only if no
 /// overload of it is volatile.
-async fn load(
-    source: &CatalogSource,
-    database: &str,
-) -> Result<HashMap<String, bool>, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&source.host)
-        .port(source.port)
-        .user(&source.user)
-        .password(&source.password)
-        .dbname(database)
-        .application_name("pgsplit-catalog")
-        .connect_timeout(source.connect_timeout);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
+async fn load(source: &QueryTarget, timeout: Duration) -> anyhow::Result<HashMap<String, bool>> {
+    let client = query_client::connect(source, timeout).await?;
     let rows = client
         .query(
             "SELECT n.nspname, p.proname, bool_and(p.provolatile <> 'v') \

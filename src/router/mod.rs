@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, LoadBalance, PrimaryReads, Role, Route, RoutingConfig};
+use crate::config::{Config, LoadBalance, PrimaryReads, Route, RoutingConfig};
+use crate::monitor::{SharedTopology, Topology};
+use crate::protocol::error::{PgError, SqlState};
 
 /// How long a node that refused a connection is left out of read routing
 /// (until the replication monitor tracks node health).
@@ -35,14 +37,64 @@ pub struct SessionRoute {
     pub tag: Option<String>,
 }
 
+/// The node for a unit of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub node: usize,
+    /// A replica not yet known to have replayed this WAL position, which the
+    /// client's read must see: check on the connection before using it.
+    pub verify_lsn: Option<u64>,
+}
+
+impl Pick {
+    fn at(node: usize) -> Pick {
+        Pick {
+            node,
+            verify_lsn: None,
+        }
+    }
+}
+
+/// Why no node can take a unit of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoNode {
+    /// Several nodes claim to be primary; writes wait until one steps down.
+    SplitBrain(Vec<String>),
+    /// No node is primary right now.
+    NoPrimary,
+    /// No replica can serve the read and `primary_reads` is `never`.
+    NoReplica,
+}
+
+impl NoNode {
+    /// What the client is told.
+    pub fn to_error(&self) -> PgError {
+        let message = match self {
+            NoNode::SplitBrain(nodes) => format!(
+                "pgsplit: nodes {} all claim to be primary (split brain); writes are refused until only one does",
+                nodes.join(", ")
+            ),
+            NoNode::NoPrimary => "pgsplit: no primary is available right now".to_owned(),
+            NoNode::NoReplica => {
+                "pgsplit: no replica can serve this read and routing.primary_reads is never"
+                    .to_owned()
+            }
+        };
+        PgError::error(SqlState::CONNECTION_FAILURE, message)
+    }
+}
+
+/// Per-node routing state that changes on the data path.
 struct NodeState {
     name: String,
-    role: Role,
     weight: u64,
     tags: Vec<String>,
     in_flight: AtomicUsize,
     /// Milliseconds since the router started until which the node is skipped.
     skip_until_ms: AtomicU64,
+    /// The highest replay position seen on the node by a session's own
+    /// check, which may be newer than the monitor's.
+    replay_lsn_seen: AtomicU64,
 }
 
 /// Routing events worth an operator's attention, counted since start.
@@ -60,7 +112,8 @@ pub struct Router {
     pub counters: RoutingCounters,
     routing: RoutingConfig,
     nodes: Vec<NodeState>,
-    primary: usize,
+    /// Roles and health, from the monitor.
+    topology: SharedTopology,
     round_robin: AtomicU64,
     started: Instant,
 }
@@ -80,8 +133,8 @@ impl Drop for InFlight {
 }
 
 impl Router {
-    /// Starts from the configured roles.
-    pub fn new(config: &Config) -> Router {
+    /// Routes by `topology`, which starts from the configured roles.
+    pub fn new(config: &Config, topology: SharedTopology) -> Router {
         Router {
             routing: config.routing.clone(),
             nodes: config
@@ -89,23 +142,23 @@ impl Router {
                 .iter()
                 .map(|node| NodeState {
                     name: node.name.clone(),
-                    role: node.role,
                     weight: u64::from(node.weight.max(1)),
                     tags: node.tags.clone(),
                     in_flight: AtomicUsize::new(0),
                     skip_until_ms: AtomicU64::new(0),
+                    replay_lsn_seen: AtomicU64::new(0),
                 })
                 .collect(),
-            primary: config.primary_index(),
+            topology,
             round_robin: AtomicU64::new(0),
             started: Instant::now(),
             counters: RoutingCounters::default(),
         }
     }
 
-    /// The node that takes writes.
-    pub fn primary(&self) -> usize {
-        self.primary
+    /// The node that takes writes right now, if any.
+    pub fn primary(&self) -> Option<usize> {
+        self.topology.load().primary
     }
 
     /// The routing settings, for the session's sticky window and function lists.
@@ -139,42 +192,79 @@ impl Router {
         }
     }
 
-    /// Picks the node for a unit of work; `None` when a read has nowhere to
-    /// go (`primary_reads: never` and no usable replica). `excluded` holds
-    /// nodes that already failed for this unit.
-    pub fn choose(&self, need: Need, session: &SessionRoute, excluded: &[usize]) -> Option<usize> {
+    /// Picks the node for a unit of work. `excluded` holds nodes that
+    /// already failed for this unit; `min_lsn` is the WAL position a read
+    /// must see (the client's last commit, under `read_your_writes`).
+    pub fn choose(
+        &self,
+        need: Need,
+        session: &SessionRoute,
+        excluded: &[usize],
+        min_lsn: Option<u64>,
+    ) -> Result<Pick, NoNode> {
+        let topology = self.topology.load();
         if need == Need::Primary || session.route == Route::Primary {
-            return Some(self.primary);
+            return primary_of(&topology).map(Pick::at);
         }
         let now_ms = self.now_ms();
-        let usable = |index: usize, node: &NodeState| {
-            !excluded.contains(&index) && node.skip_until_ms.load(Ordering::Relaxed) <= now_ms
-        };
-        let mut candidates: Vec<usize> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(index, node)| {
-                node.role == Role::Replica
-                    && usable(*index, node)
+        let replicas: Vec<usize> = (0..self.nodes.len())
+            .filter(|&index| {
+                let node = &self.nodes[index];
+                topology.is_readable_replica(index)
+                    && !excluded.contains(&index)
+                    && node.skip_until_ms.load(Ordering::Relaxed) <= now_ms
                     && session
                         .tag
                         .as_ref()
                         .is_none_or(|tag| node.tags.contains(tag))
             })
-            .map(|(index, _)| index)
             .collect();
-        let primary_usable = !excluded.contains(&self.primary);
-        match self.routing.primary_reads {
-            PrimaryReads::Always if primary_usable && session.tag.is_none() => {
-                candidates.push(self.primary)
-            }
-            PrimaryReads::Fallback if candidates.is_empty() && primary_usable => {
-                return Some(self.primary)
+        let fresh: Vec<usize> = match min_lsn {
+            Some(lsn) => replicas
+                .iter()
+                .copied()
+                .filter(|&index| self.replay_lsn(&topology, index) >= lsn)
+                .collect(),
+            None => replicas.clone(),
+        };
+        let primary = topology.primary.filter(|p| !excluded.contains(p));
+        let mut candidates = fresh;
+        match (self.routing.primary_reads, primary) {
+            (PrimaryReads::Always, Some(p)) if session.tag.is_none() => candidates.push(p),
+            (PrimaryReads::Fallback, Some(p)) if candidates.is_empty() && replicas.is_empty() => {
+                return Ok(Pick::at(p))
             }
             _ => {}
         }
-        self.balance(&candidates)
+        if let Some(node) = self.balance(&candidates) {
+            return Ok(Pick::at(node));
+        }
+        if min_lsn.is_some() {
+            // No replica is known to have the client's writes: check one, or
+            // read from the primary whatever `primary_reads` says, since a
+            // read must never go back in time.
+            return match self.balance(&replicas) {
+                Some(node) => Ok(Pick {
+                    node,
+                    verify_lsn: min_lsn,
+                }),
+                None => primary_of(&topology).map(Pick::at),
+            };
+        }
+        Err(NoNode::NoReplica)
+    }
+
+    /// The newest replay position known for `node`.
+    fn replay_lsn(&self, topology: &Topology, node: usize) -> u64 {
+        let monitored = topology.nodes[node].replay_lsn.unwrap_or(0);
+        monitored.max(self.nodes[node].replay_lsn_seen.load(Ordering::Relaxed))
+    }
+
+    /// Notes a replay position a session saw on `node` itself.
+    pub fn saw_replay_lsn(&self, node: usize, lsn: u64) {
+        self.nodes[node]
+            .replay_lsn_seen
+            .fetch_max(lsn, Ordering::Relaxed);
     }
 
     fn balance(&self, candidates: &[usize]) -> Option<usize> {
@@ -236,15 +326,38 @@ impl Router {
     }
 }
 
+/// The primary, or why there is none.
+fn primary_of(topology: &Topology) -> Result<usize, NoNode> {
+    match topology.primary {
+        Some(p) => Ok(p),
+        None if topology.split_brain() => Err(NoNode::SplitBrain(
+            topology
+                .competing_primaries
+                .iter()
+                .map(|&i| topology.nodes[i].name.clone())
+                .collect(),
+        )),
+        None => Err(NoNode::NoPrimary),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arc_swap::ArcSwap;
 
     fn router(extra: &str) -> Router {
         let yaml = format!(
             "nodes:\n  - {{ name: p, host: h, role: primary }}\n  - {{ name: r1, host: h, role: replica, weight: 3 }}\n  - {{ name: r2, host: h, role: replica, tags: [analytics] }}\nusers: [{{ name: u, password: p }}]\n{extra}"
         );
-        Router::new(&Config::from_yaml(&yaml, &|_| None).unwrap())
+        let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+        let topology = Arc::new(ArcSwap::from_pointee(Topology::from_config(&config)));
+        Router::new(&config, topology)
+    }
+
+    /// The chosen node, when there is one and it needs no check.
+    fn pick(r: &Router, need: Need, session: &SessionRoute, excluded: &[usize]) -> Option<usize> {
+        r.choose(need, session, excluded, None).ok().map(|p| p.node)
     }
 
     fn auto() -> SessionRoute {
@@ -257,32 +370,32 @@ mod tests {
     #[test]
     fn writes_and_primary_sessions_go_to_the_primary() {
         let r = router("");
-        assert_eq!(r.choose(Need::Primary, &auto(), &[]), Some(0));
+        assert_eq!(pick(&r, Need::Primary, &auto(), &[]), Some(0));
         let primary = SessionRoute {
             route: Route::Primary,
             tag: None,
         };
-        assert_eq!(r.choose(Need::Read, &primary, &[]), Some(0));
+        assert_eq!(pick(&r, Need::Read, &primary, &[]), Some(0));
     }
 
     #[test]
     fn reads_prefer_the_least_loaded_replica_by_weight() {
         let r = Arc::new(router(""));
-        let first = r.choose(Need::Read, &auto(), &[]).unwrap();
+        let first = pick(&r, Need::Read, &auto(), &[]).unwrap();
         assert_ne!(first, 0);
         let _busy: Vec<InFlight> = (0..2).map(|_| r.start_transaction(1)).collect();
         // r1 has 2 in flight at weight 3 (0.67), r2 none: r2 wins.
-        assert_eq!(r.choose(Need::Read, &auto(), &[]), Some(2));
+        assert_eq!(pick(&r, Need::Read, &auto(), &[]), Some(2));
         let _more = r.start_transaction(2);
         // r1 2/3 against r2 1/1: r1 wins.
-        assert_eq!(r.choose(Need::Read, &auto(), &[]), Some(1));
+        assert_eq!(pick(&r, Need::Read, &auto(), &[]), Some(1));
     }
 
     #[test]
     fn weighted_round_robin_follows_weights() {
         let r = router("routing: { load_balance: round_robin }\n");
         let picks: Vec<usize> = (0..8)
-            .filter_map(|_| r.choose(Need::Read, &auto(), &[]))
+            .filter_map(|_| pick(&r, Need::Read, &auto(), &[]))
             .collect();
         assert_eq!(picks.iter().filter(|&&n| n == 1).count(), 6);
         assert_eq!(picks.iter().filter(|&&n| n == 2).count(), 2);
@@ -291,12 +404,12 @@ mod tests {
     #[test]
     fn primary_reads_policy_and_exclusions() {
         let r = router("");
-        assert_eq!(r.choose(Need::Read, &auto(), &[1, 2]), Some(0));
+        assert_eq!(pick(&r, Need::Read, &auto(), &[1, 2]), Some(0));
         let never = router("routing: { primary_reads: never }\n");
-        assert_eq!(never.choose(Need::Read, &auto(), &[1, 2]), None);
+        assert_eq!(pick(&never, Need::Read, &auto(), &[1, 2]), None);
         let always = router("routing: { primary_reads: always, load_balance: round_robin }\n");
         let picks: Vec<usize> = (0..5)
-            .filter_map(|_| always.choose(Need::Read, &auto(), &[]))
+            .filter_map(|_| pick(&always, Need::Read, &auto(), &[]))
             .collect();
         assert!(picks.contains(&0));
     }
@@ -306,7 +419,7 @@ mod tests {
         let r = router("");
         r.node_failed(1);
         r.node_failed(2);
-        assert_eq!(r.choose(Need::Read, &auto(), &[]), Some(0));
+        assert_eq!(pick(&r, Need::Read, &auto(), &[]), Some(0));
     }
 
     #[test]
@@ -316,7 +429,7 @@ mod tests {
         );
         let session = r.session_route("u", Some("report"));
         assert_eq!(session.tag.as_deref(), Some("analytics"));
-        assert_eq!(r.choose(Need::Read, &session, &[]), Some(2));
+        assert_eq!(pick(&r, Need::Read, &session, &[]), Some(2));
         assert_eq!(r.session_route("u", Some("web")), auto());
         assert_eq!(r.session_route("admin", None).route, Route::Primary);
     }

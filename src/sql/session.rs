@@ -106,6 +106,15 @@ pub fn session_effect(statement: &str) -> SessionEffect {
     }
 }
 
+/// The parameter a `SHOW name` statement asks for (lowercase), if it is one.
+pub fn shown_setting(statement: &str) -> Option<String> {
+    let words: Vec<Token> = tokens(statement).map(|(_, t)| t).collect();
+    if !words.first()?.is_keyword("show") {
+        return None;
+    }
+    setting_key(&words[1..])
+}
+
 /// The value a `SET name = value` / `SET name TO value` statement gives,
 /// unquoted and lowercased (for the few settings pgsplit interprets).
 pub fn setting_value(statement: &str) -> Option<String> {
@@ -220,6 +229,21 @@ mod tests {
             key: key.into(),
             statement: statement.into(),
         }
+    }
+
+    #[test]
+    fn show_names_its_parameter() {
+        assert_eq!(
+            shown_setting("SHOW pgsplit.last_lsn").as_deref(),
+            Some("pgsplit.last_lsn")
+        );
+        assert_eq!(
+            shown_setting("show \"PgSplit\".route").as_deref(),
+            Some("PgSplit.route")
+        );
+        assert_eq!(shown_setting("SHOW time zone").as_deref(), Some("timezone"));
+        assert_eq!(shown_setting("SELECT 1"), None);
+        assert_eq!(shown_setting("SHOW"), None);
     }
 
     #[test]

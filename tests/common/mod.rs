@@ -10,6 +10,7 @@ use std::sync::{Mutex, OnceLock};
 
 use pgsplit::cluster::{LocalCluster, APP_DATABASE, APP_PASSWORD, APP_USER};
 use pgsplit::config::Config;
+use pgsplit::monitor::SharedTopology;
 use pgsplit::proxy::Proxy;
 
 static CLUSTER: OnceLock<Mutex<Option<LocalCluster>>> = OnceLock::new();
@@ -43,12 +44,17 @@ pub fn with_cluster<T>(f: impl FnOnce(&LocalCluster) -> T) -> T {
 /// Starts a pgsplit in front of the shared cluster with extra top-level
 /// YAML (e.g. `pool: { mode: session }`) and returns its address.
 pub fn start_proxy(extra_yaml: &str) -> SocketAddr {
-    let yaml = with_cluster(|c| pgsplit::demo::config_yaml(c, "127.0.0.1:0", extra_yaml));
-    spawn_proxy(Config::from_yaml(&yaml, &|_| None).expect("valid test config"))
+    spawn_proxy(proxy_config(extra_yaml))
 }
 
 /// Runs a pgsplit with `config` on its own runtime thread; returns its address.
 pub fn spawn_proxy(config: Config) -> SocketAddr {
+    spawn_watched_proxy(config).0
+}
+
+/// Like [`spawn_proxy`], also returning the topology its monitor publishes,
+/// so tests can see what pgsplit believes about the nodes.
+pub fn spawn_watched_proxy(config: Config) -> (SocketAddr, SharedTopology) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -58,12 +64,20 @@ pub fn spawn_proxy(config: Config) -> SocketAddr {
             .expect("runtime");
         runtime.block_on(async move {
             let proxy = Proxy::bind(config).await.expect("bind proxy");
-            tx.send(proxy.local_addr().expect("local addr"))
+            let address = proxy.local_addr().expect("local addr");
+            tx.send((address, proxy.topology()))
                 .expect("report address");
             proxy.run(std::future::pending()).await.expect("proxy runs");
         });
     });
     rx.recv().expect("proxy started")
+}
+
+/// A pgsplit config for the shared cluster with `extra` top-level YAML,
+/// for tests that adjust it further before starting the proxy.
+pub fn proxy_config(extra_yaml: &str) -> Config {
+    let yaml = with_cluster(|c| pgsplit::demo::config_yaml(c, "127.0.0.1:0", extra_yaml));
+    Config::from_yaml(&yaml, &|_| None).expect("valid test config")
 }
 
 /// The transaction-pooling pgsplit shared by the tests of one binary.

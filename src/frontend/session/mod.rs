@@ -3,11 +3,13 @@
 //! framed messages both ways, and keeps prepared statements and settings
 //! working although consecutive transactions may use different servers.
 
+mod consistency;
+mod parameters;
 mod routing;
 mod server;
 mod statements;
 
-use routing::{invalid_route, parse_route, ROUTE_SETTING};
+use parameters::{invalid_route, is_pgsplit_parameter, parse_route};
 
 use std::collections::VecDeque;
 use std::io;
@@ -33,10 +35,10 @@ use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, error_fields};
 use crate::protocol::{PgError, SqlState};
 use crate::proxy::Shared;
-use crate::router::classify::Classification;
+use crate::router::classify::{Classification, Hint};
 use crate::router::{InFlight, Need, SessionRoute};
 use crate::sql::lexer::split_statements;
-use crate::sql::session::setting_value;
+use crate::sql::session::{setting_value, shown_setting};
 use crate::sql::{quote_literal, session_effect, SessionEffect};
 
 /// Why a server connection could not take on the client's settings.
@@ -120,8 +122,18 @@ pub struct Session {
     unit: Option<UnitTraits>,
     /// The current transaction changed data.
     transaction_wrote: bool,
-    /// When the client's last writing transaction ended.
+    /// When the client's last writing transaction ended, if its reads stay
+    /// on the primary for a while (`sticky`, or a commit position unknown).
     last_write: Option<Instant>,
+    /// Where the client's last write transaction committed (`SHOW pgsplit.last_lsn`).
+    last_commit_lsn: Option<u64>,
+    /// The WAL position the client's reads must see: its own last commit,
+    /// or a later one handed over with `SET pgsplit.min_lsn`.
+    min_lsn: Option<u64>,
+    /// The client's `ReadyForQuery`, held until the commit position is known.
+    held_ready: Option<Frame>,
+    /// The commit position read from the server, until its `ReadyForQuery`.
+    commit_position: Option<u64>,
     /// Counts the attached connection's node as busy, for load balancing.
     in_flight: Option<InFlight>,
     /// A plain `BEGIN` answered by pgsplit and not yet sent anywhere: the
@@ -201,7 +213,7 @@ impl Session {
             .parameters
             .iter()
             .cloned()
-            .partition(|(name, _)| name.eq_ignore_ascii_case(ROUTE_SETTING));
+            .partition(|(name, _)| name.eq_ignore_ascii_case(parameters::ROUTE));
         let mut bad_route = None;
         if let Some((_, value)) = route_setting.last() {
             match parse_route(value) {
@@ -236,6 +248,10 @@ impl Session {
             unit: None,
             transaction_wrote: false,
             last_write: None,
+            last_commit_lsn: None,
+            min_lsn: None,
+            held_ready: None,
+            commit_position: None,
             in_flight: None,
             deferred_begin: None,
             copy_in: false,
@@ -269,8 +285,23 @@ impl Session {
     /// connection is taken now so that an unknown database or an invalid
     /// startup setting fails the login, as it would on PostgreSQL.
     async fn greet(&mut self) -> Result<(), Bytes> {
-        let primary = self.shared.router.primary();
-        let mut server = self.checkout(primary).await.map_err(|error| match error {
+        // Without a primary (split brain, failover) reads still work: greet
+        // from a replica then.
+        let router = self.shared.router.clone();
+        let primary = router.primary();
+        let node = match primary {
+            Some(node) => node,
+            None => {
+                router
+                    .choose(Need::Read, &self.route, &[], None)
+                    .map_err(|no_node| {
+                        PgError::fatal(SqlState::CONNECTION_FAILURE, no_node.to_error().message)
+                            .to_message()
+                    })?
+                    .node
+            }
+        };
+        let mut server = self.checkout(node).await.map_err(|error| match error {
             CheckoutError::Connect(ConnectError::Refused { error, .. }) => error.bytes().clone(),
             CheckoutError::Timeout(_) => {
                 PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, format!("pgsplit: {error}"))
@@ -296,8 +327,8 @@ impl Session {
             ));
         self.client_out
             .extend_from_slice(&messages::ready_for_query(b'I'));
-        if self.pool_mode() == PoolMode::Session {
-            self.attach(server, primary);
+        if self.pool_mode() == PoolMode::Session && primary == Some(node) {
+            self.attach(server, node);
         } else {
             server.release();
         }
@@ -589,16 +620,20 @@ impl Session {
     async fn on_query(&mut self, frame: Frame) {
         let text = frame.body().strip_suffix(b"\0").unwrap_or(frame.body());
         let text = String::from_utf8_lossy(text);
-        let effects: Vec<SessionEffect> = split_statements(&text)
-            .into_iter()
-            .map(session_effect)
-            .collect();
+        let statements = split_statements(&text);
+        let effects: Vec<SessionEffect> = statements.iter().map(|s| session_effect(s)).collect();
         if let [effect @ (SessionEffect::Set { key, .. } | SessionEffect::Reset { key })] =
             effects.as_slice()
         {
-            if key == ROUTE_SETTING {
-                let effect = effect.clone();
-                self.set_route(&effect);
+            if is_pgsplit_parameter(key) {
+                let (key, effect) = (key.clone(), effect.clone());
+                self.set_pgsplit_parameter(&key, &effect);
+                return;
+            }
+        }
+        if let [statement] = statements.as_slice() {
+            if let Some(name) = shown_setting(statement).filter(|n| is_pgsplit_parameter(n)) {
+                self.show_pgsplit_parameter(&name);
                 return;
             }
         }

@@ -1,29 +1,9 @@
 //! Routing a unit of work: planning it, choosing and attaching its node,
-//! the deferred BEGIN and the session's route setting.
+//! and the deferred BEGIN.
 
 use std::io;
 
 use super::*;
-
-/// The session setting that picks the route, handled by pgsplit.
-pub(super) const ROUTE_SETTING: &str = "pgsplit.route";
-
-/// Reads a `pgsplit.route` value.
-pub(super) fn parse_route(value: &str) -> Option<Route> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "primary" => Some(Route::Primary),
-        "replica" => Some(Route::Replica),
-        "auto" => Some(Route::Auto),
-        _ => None,
-    }
-}
-
-pub(super) fn invalid_route(value: &str) -> PgError {
-    PgError::error(
-        SqlState::INVALID_PARAMETER_VALUE,
-        format!("invalid value for parameter \"{ROUTE_SETTING}\": \"{value}\" (expected primary, replica or auto)"),
-    )
-}
 
 impl Session {
     /// Makes sure a server connection is attached; `false` means it could
@@ -48,27 +28,48 @@ impl Session {
             // The plan already looked at this unit's statements.
             self.transaction_wrote |= unit.wrote();
         }
-        let need = match (unit, self.deferred_begin.is_some()) {
+        let mut need = match (unit, self.deferred_begin.is_some()) {
             (Some(unit), true) if unit.sets_transaction_read_only && !unit.wrote() => Need::Read,
             (Some(unit), false) => {
                 unit.need(&self.route, self.read_only_session(), self.recently_wrote())
             }
             _ => Need::Primary,
         };
+        let mut min_lsn = self.read_min_lsn(unit);
         let router = self.shared.router.clone();
         let mut failed = Vec::new();
         let (mut server, node) = loop {
-            let Some(node) = router.choose(need, &self.route, &failed) else {
-                let error = PgError::error(
-                    SqlState::CONNECTION_FAILURE,
-                    "pgsplit: no replica can serve this read and routing.primary_reads is never",
-                );
-                self.reject(error, tag);
-                return false;
+            let pick = match router.choose(need, &self.route, &failed, min_lsn) {
+                Ok(pick) => pick,
+                Err(no_node) => {
+                    self.reject(no_node.to_error(), tag);
+                    return false;
+                }
             };
-            match self.checkout(node).await {
-                Ok(server) => break (server, node),
-                Err(error) if node != router.primary() => {
+            let node = pick.node;
+            let checked_out = self.checkout(node).await;
+            match checked_out {
+                Ok(mut server) => {
+                    let Some(lsn) = pick.verify_lsn else {
+                        break (server, node);
+                    };
+                    match self.replica_has_replayed(&mut server, node, lsn).await {
+                        Ok(true) => break (server, node),
+                        Ok(false) => {
+                            // Not there yet: the primary has the client's writes.
+                            server.release();
+                            failed.push(node);
+                            min_lsn = None;
+                            need = Need::Primary;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, node = router.node_name(node), "replica connection lost while checking its replay position");
+                            router.node_failed(node);
+                            failed.push(node);
+                        }
+                    }
+                }
+                Err(error) if Some(node) != router.primary() => {
                     // Nothing was sent yet: the read can go elsewhere.
                     tracing::warn!(%error, node = router.node_name(node), "replica unavailable, routing the read elsewhere");
                     router.node_failed(node);
@@ -207,28 +208,5 @@ impl Session {
             self.shared.functions.is_read_only(&self.database, f)
         });
         self.transaction_wrote |= traits.wrote();
-    }
-
-    /// `SET pgsplit.route = primary | replica | auto` (and `RESET`), answered
-    /// by pgsplit itself: the servers never see it.
-    pub(super) fn set_route(&mut self, effect: &SessionEffect) {
-        let status = self.client_status();
-        let (route, tag) = match effect {
-            SessionEffect::Set { statement, .. } => {
-                let value = setting_value(statement).unwrap_or_default();
-                match parse_route(&value) {
-                    Some(route) => (route, "SET"),
-                    None => {
-                        self.reply(invalid_route(&value).to_message());
-                        self.reply(messages::ready_for_query(status));
-                        return;
-                    }
-                }
-            }
-            _ => (self.default_route.route, "RESET"),
-        };
-        self.route.route = route;
-        self.reply(messages::command_complete(tag));
-        self.reply(messages::ready_for_query(status));
     }
 }

@@ -4,6 +4,8 @@
 use std::io;
 use std::time::Instant;
 
+use crate::config::Consistency;
+
 use super::*;
 
 /// The server's error, reshaped as pgsplit's own: a FATAL that ended a
@@ -67,6 +69,7 @@ impl Session {
             Some(Expected::Injected { reply, .. }) if *reply == tag => {
                 self.expected.pop();
             }
+            Some(Expected::CommitPosition) => self.on_commit_position_message(&frame),
             Some(Expected::Reply { ends_with, .. }) => {
                 let done = ends_with.contains(&tag);
                 self.client_out.extend_from_slice(frame.bytes());
@@ -75,11 +78,18 @@ impl Session {
                 }
             }
             _ => {
-                self.client_out.extend_from_slice(frame.bytes());
-                if tag == b'Z' {
-                    self.expected.pop();
-                    self.on_ready(frame.body().first().copied().unwrap_or(b'I'));
+                if tag != b'Z' {
+                    self.client_out.extend_from_slice(frame.bytes());
+                    return;
                 }
+                self.expected.pop();
+                let status = frame.body().first().copied().unwrap_or(b'I');
+                if status == b'I' && self.wants_commit_position() {
+                    self.fetch_commit_position(frame);
+                } else {
+                    self.client_out.extend_from_slice(frame.bytes());
+                }
+                self.on_ready(status);
             }
         }
     }
@@ -90,6 +100,10 @@ impl Session {
             // The server is about to close this connection; the client
             // learns why when it does.
             self.server_fatal = Some(relayed_error(&frame));
+            return;
+        }
+        if self.expected.front() == Some(&Expected::CommitPosition) {
+            self.on_commit_position_error(&frame);
             return;
         }
         self.transaction_failed = true;
@@ -150,7 +164,12 @@ impl Session {
         if status != b'I' {
             return;
         }
-        if std::mem::take(&mut self.transaction_wrote) {
+        if !self.expected.is_empty() && self.transaction_wrote {
+            // More of the client's requests (or the commit-position query)
+            // follow on this connection; the last `ReadyForQuery` settles the write.
+        } else if std::mem::take(&mut self.transaction_wrote)
+            && self.shared.router.settings().consistency == Consistency::Sticky
+        {
             self.last_write = Some(Instant::now());
         }
         let effects = std::mem::take(&mut self.effects_done);
@@ -186,6 +205,7 @@ impl Session {
         let Some(server) = self.detach() else {
             return;
         };
+        self.abandon_commit_position();
         tracing::warn!(%error, node = server.pool().node_name(), "server connection lost");
         drop(server);
         let error = self.server_fatal.take().unwrap_or_else(|| {

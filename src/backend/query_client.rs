@@ -1,0 +1,57 @@
+//! Query-level connections (`tokio-postgres`) for pgsplit's own queries:
+//! health checks, replication positions, the function catalog. They travel
+//! over the same TCP and TLS set-up as pooled connections, so `server_tls`
+//! applies to them too.
+
+use std::time::Duration;
+
+use super::connection::open_stream;
+use super::tls::ServerTls;
+
+/// Where and as whom to open a query client.
+#[derive(Clone)]
+pub struct QueryTarget {
+    pub node_name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    /// Shown in `pg_stat_activity`, so operators can tell pgsplit's queries apart.
+    pub application_name: &'static str,
+    pub tls: Option<ServerTls>,
+}
+
+/// Opens a client within `timeout`; the connection's I/O runs on its own task.
+pub async fn connect(
+    target: &QueryTarget,
+    timeout: Duration,
+) -> anyhow::Result<tokio_postgres::Client> {
+    let opening = async {
+        let stream = open_stream(
+            &target.host,
+            target.port,
+            &target.node_name,
+            target.tls.as_ref(),
+        )
+        .await?;
+        let mut config = tokio_postgres::Config::new();
+        config
+            .user(&target.user)
+            .password(&target.password)
+            .dbname(&target.database)
+            .application_name(target.application_name)
+            // TLS, if any, is already in place on `stream`.
+            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+        let (client, connection) = config.connect_raw(stream, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "query client connection ended");
+            }
+        });
+        anyhow::Ok(client)
+    };
+    tokio::time::timeout(timeout, opening)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out after {timeout:?}"))?
+}
