@@ -244,11 +244,22 @@ async fn hints_session_route_and_read_only_sessions() {
     client.batch_execute("BEGIN").await.unwrap();
     assert!(on_replica(&client, "").await);
     client.batch_execute("COMMIT").await.unwrap();
+
+    // A write right after a setting pgsplit answered itself goes to the primary.
+    let writer = connect(addr).await;
+    writer
+        .batch_execute("SET pgsplit.route = auto")
+        .await
+        .unwrap();
+    writer
+        .batch_execute("CREATE TABLE after_route_setting (x int); DROP TABLE after_route_setting")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_stick_to_the_primary_right_after_a_write() {
-    let addr = start_proxy("routing: { sticky_after_write: 1500ms }\n");
+    let addr = start_proxy("routing: { consistency: sticky, sticky_after_write: 1500ms }\n");
     let client = connect(addr).await;
     client
         .batch_execute("CREATE TABLE IF NOT EXISTS split_sticky (v int)")

@@ -344,7 +344,25 @@ fn primary_of(topology: &Topology) -> Result<usize, NoNode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Role;
+    use crate::monitor::NodeState;
     use arc_swap::ArcSwap;
+
+    /// A router and the topology it follows, for tests that change it.
+    fn router_with_topology(extra: &str) -> (Router, SharedTopology) {
+        let yaml = format!(
+            "nodes:\n  - {{ name: p, host: h, role: primary }}\n  - {{ name: r1, host: h, role: replica }}\n  - {{ name: r2, host: h, role: replica }}\nusers: [{{ name: u, password: p }}]\n{extra}"
+        );
+        let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+        let topology = Arc::new(ArcSwap::from_pointee(Topology::from_config(&config)));
+        (Router::new(&config, topology.clone()), topology)
+    }
+
+    fn change(topology: &SharedTopology, edit: impl FnOnce(&mut Topology)) {
+        let mut next = (**topology.load()).clone();
+        edit(&mut next);
+        topology.store(Arc::new(next));
+    }
 
     fn router(extra: &str) -> Router {
         let yaml = format!(
@@ -432,5 +450,76 @@ mod tests {
         assert_eq!(pick(&r, Need::Read, &session, &[]), Some(2));
         assert_eq!(r.session_route("u", Some("web")), auto());
         assert_eq!(r.session_route("admin", None).route, Route::Primary);
+    }
+
+    #[test]
+    fn down_and_lagging_replicas_get_no_reads() {
+        let (r, topology) = router_with_topology("");
+        change(&topology, |t| t.nodes[1].state = NodeState::Lagging);
+        assert_eq!(pick(&r, Need::Read, &auto(), &[]), Some(2));
+        change(&topology, |t| t.nodes[2].state = NodeState::Down);
+        // No replica left: the primary serves the read (fallback).
+        assert_eq!(pick(&r, Need::Read, &auto(), &[]), Some(0));
+    }
+
+    #[test]
+    fn reads_that_must_see_a_position_use_replicas_known_to_have_it() {
+        let (r, topology) = router_with_topology("");
+        change(&topology, |t| {
+            t.nodes[1].replay_lsn = Some(100);
+            t.nodes[2].replay_lsn = Some(200);
+        });
+        let fresh = r.choose(Need::Read, &auto(), &[], Some(150)).unwrap();
+        assert_eq!(
+            fresh,
+            Pick {
+                node: 2,
+                verify_lsn: None
+            }
+        );
+        // Nobody is known to have it: check a replica on its connection.
+        let unknown = r.choose(Need::Read, &auto(), &[], Some(300)).unwrap();
+        assert_eq!(unknown.verify_lsn, Some(300));
+        // What a session saw on the replica itself counts too.
+        r.saw_replay_lsn(1, 300);
+        let seen = r.choose(Need::Read, &auto(), &[], Some(300)).unwrap();
+        assert_eq!(
+            seen,
+            Pick {
+                node: 1,
+                verify_lsn: None
+            }
+        );
+        // No replica at all: the primary, even when it takes no reads otherwise.
+        let never = router("routing: { primary_reads: never }\n");
+        let pick = never.choose(Need::Read, &auto(), &[1, 2], Some(1)).unwrap();
+        assert_eq!(pick.node, 0);
+    }
+
+    #[test]
+    fn writes_follow_the_discovered_primary_and_stop_during_split_brain() {
+        let (r, topology) = router_with_topology("");
+        change(&topology, |t| {
+            t.nodes[0].role = Role::Replica;
+            t.nodes[2].role = Role::Primary;
+            t.primary = Some(2);
+        });
+        assert_eq!(pick(&r, Need::Primary, &auto(), &[]), Some(2));
+        let reads: Vec<usize> = (0..4)
+            .filter_map(|_| pick(&r, Need::Read, &auto(), &[]))
+            .collect();
+        assert!(reads.iter().all(|&n| n != 2), "{reads:?}");
+        change(&topology, |t| {
+            t.primary = None;
+            t.competing_primaries = vec![0, 2];
+        });
+        let error = r.choose(Need::Primary, &auto(), &[], None).unwrap_err();
+        assert_eq!(error, NoNode::SplitBrain(vec!["p".into(), "r2".into()]));
+        assert!(error.to_error().message.contains("split brain"));
+        change(&topology, |t| t.competing_primaries.clear());
+        assert_eq!(
+            r.choose(Need::Primary, &auto(), &[], None).unwrap_err(),
+            NoNode::NoPrimary
+        );
     }
 }

@@ -622,6 +622,9 @@ impl Session {
         let text = String::from_utf8_lossy(text);
         let statements = split_statements(&text);
         let effects: Vec<SessionEffect> = statements.iter().map(|s| session_effect(s)).collect();
+        // A query pgsplit answers itself must not leave its plan behind for
+        // the next one.
+        let unit = self.unit.take();
         if let [effect @ (SessionEffect::Set { key, .. } | SessionEffect::Reset { key })] =
             effects.as_slice()
         {
@@ -645,6 +648,7 @@ impl Session {
                 return;
             }
         }
+        self.unit = unit;
         if self.defer_begin(&frame, effects.len()) {
             return;
         }
