@@ -167,7 +167,15 @@ async fn closing_and_deallocating_statements_behaves_like_postgres() {
             .get::<_, i32>(0),
         42
     );
-    let deallocate = format!("DEALLOCATE {}", statement.name());
+    // tokio-postgres numbers statements process-wide (pgsplit's own
+    // monitor uses it too) and shows the name only in `Debug`.
+    let debug = format!("{statement:?}");
+    let name = debug
+        .split("name: \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the statement's name");
+    let deallocate = format!("DEALLOCATE {name}");
     client.batch_execute(&deallocate).await.unwrap();
     let error = client.query_one(&statement, &[]).await.unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::INVALID_SQL_STATEMENT_NAME));
