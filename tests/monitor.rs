@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{connect, proxy_config, spawn_watched_proxy, with_cluster};
@@ -12,7 +11,7 @@ use pgsplit::config::{Consistency, LoadBalance};
 use pgsplit::monitor::{NodeState, SharedTopology};
 
 /// The tests here stop and pause nodes of the binary's cluster: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const INTERVAL: Duration = Duration::from_millis(200);
 const MAX_LAG_BYTES: usize = 1024 * 1024;
@@ -74,7 +73,7 @@ async fn wait_for_state(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_replay_is_paused_gets_no_reads_until_it_catches_up() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let (addr, topology) = watched_proxy();
     let (primary, paused, paused_port) = with_cluster(|c| {
         (
@@ -130,7 +129,7 @@ async fn a_replica_whose_replay_is_paused_gets_no_reads_until_it_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_replica_is_down_and_comes_back_when_restarted() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let (addr, topology) = watched_proxy();
     let (stopped, stopped_port) = with_cluster(|c| (c.replicas()[1].clone(), c.replicas()[1].port));
     let client = connect(addr).await;
@@ -154,7 +153,7 @@ async fn a_stopped_replica_is_down_and_comes_back_when_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_reports_roles_positions_and_replication() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let (_addr, topology) = watched_proxy();
     let start = Instant::now();
     while topology.load().checked_at.is_none() {
