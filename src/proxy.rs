@@ -125,7 +125,7 @@ impl Proxy {
         let shared = Shared {
             router: Arc::new(Router::new(&config, topology.clone())),
             classifier: ClassificationCache::new(CLASSIFICATION_CACHE_SIZE),
-            functions: FunctionCatalog::new(&config, server_tls),
+            functions: FunctionCatalog::new(&config, server_tls, topology.clone()),
             topology,
             credentials,
             pools,

@@ -109,19 +109,38 @@ async fn a_client_always_reads_its_own_writes_while_others_read_from_replicas() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventual_consistency_misses_fresh_writes() {
-    let addr = proxy_with(Consistency::Eventual, |_| {});
-    let client = connect(addr).await;
-    let mut misses = 0;
-    for id in 10_000..10_100 {
-        if !write_then_read(&client, id).await {
-            misses += 1;
-        }
-    }
-    println!("eventual: {misses} misses in 100");
-    assert!(
-        misses > 50,
-        "only {misses} stale reads with a 300ms apply delay"
+    let configured = connect(proxy_with(Consistency::Eventual, |_| {})).await;
+    // The same, chosen by the session at login (PGOPTIONS).
+    let url = format!(
+        "{}&options=-c%20pgsplit.consistency%3Deventual",
+        common::app_url(proxy_with(Consistency::ReadYourWrites, |_| {}))
     );
+    let chosen = common::try_connect(&url).await.unwrap();
+    assert_eq!(
+        value(&chosen, "SHOW pgsplit.consistency").await.as_deref(),
+        Some("eventual")
+    );
+    for (client, first_id) in [(&configured, 10_000), (&chosen, 11_000)] {
+        let mut misses = 0;
+        for id in first_id..first_id + 100 {
+            if !write_then_read(client, id).await {
+                misses += 1;
+            }
+        }
+        println!("eventual: {misses} misses in 100");
+        assert!(
+            misses > 50,
+            "only {misses} stale reads with a {APPLY_DELAY} apply delay"
+        );
+    }
+    // Back to the proxy's default: no more misses.
+    chosen
+        .batch_execute("RESET pgsplit.consistency")
+        .await
+        .unwrap();
+    for id in 12_000..12_020 {
+        assert!(write_then_read(&chosen, id).await);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::backend::query_client::{self, QueryTarget};
 use crate::backend::tls::ServerTls;
 use crate::config::{Config, RoutingConfig};
+use crate::monitor::{NodeState, SharedTopology};
 use crate::sync::{lock, read, write};
 
 /// How often a database's function list is reloaded.
@@ -29,8 +30,11 @@ struct DatabaseFunctions {
 /// Function volatility for every database clients use.
 pub struct FunctionCatalog {
     routing: RoutingConfig,
-    /// The primary, as whom to read `pg_proc` (its `database` is set per load).
-    source: Option<QueryTarget>,
+    /// Each node, as whom to read `pg_proc` (`database` is set per load).
+    sources: Vec<QueryTarget>,
+    /// Which node to read from: the primary, or any node that is up (a
+    /// physical replica has the same catalog).
+    topology: SharedTopology,
     connect_timeout: Duration,
     databases: Mutex<HashMap<String, Arc<DatabaseFunctions>>>,
 }
@@ -38,21 +42,32 @@ pub struct FunctionCatalog {
 impl FunctionCatalog {
     /// Reads `pg_proc` with the `monitor` credentials, or without them only
     /// the config lists count.
-    pub fn new(config: &Config, tls: Option<ServerTls>) -> FunctionCatalog {
-        let primary = &config.nodes[config.primary_index()];
-        let source = config.monitor.as_ref().map(|monitor| QueryTarget {
-            node_name: primary.name.clone(),
-            host: primary.host.clone(),
-            port: primary.port,
-            user: monitor.user.clone(),
-            password: monitor.password.clone(),
-            database: String::new(),
-            application_name: "pgsplit-catalog",
-            tls,
-        });
+    pub fn new(
+        config: &Config,
+        tls: Option<ServerTls>,
+        topology: SharedTopology,
+    ) -> FunctionCatalog {
+        let sources = match &config.monitor {
+            None => Vec::new(),
+            Some(monitor) => config
+                .nodes
+                .iter()
+                .map(|node| QueryTarget {
+                    node_name: node.name.clone(),
+                    host: node.host.clone(),
+                    port: node.port,
+                    user: monitor.user.clone(),
+                    password: monitor.password.clone(),
+                    database: String::new(),
+                    application_name: "pgsplit-catalog",
+                    tls: tls.clone(),
+                })
+                .collect(),
+        };
         FunctionCatalog {
             routing: config.routing.clone(),
-            source,
+            sources,
+            topology,
             connect_timeout: config.server_connect_timeout,
             databases: Mutex::new(HashMap::new()),
         }
@@ -90,7 +105,11 @@ impl FunctionCatalog {
 
     /// Starts a background reload unless one started within `min_interval`.
     fn refresh(&self, database: &str, functions: &Arc<DatabaseFunctions>, min_interval: Duration) {
-        let Some(mut source) = self.source.clone() else {
+        let topology = self.topology.load();
+        let node = topology.primary.or_else(|| {
+            (0..topology.nodes.len()).find(|&n| topology.nodes[n].state != NodeState::Down)
+        });
+        let Some(mut source) = node.and_then(|n| self.sources.get(n)).cloned() else {
             return;
         };
         source.database = database.to_owned();

@@ -10,7 +10,6 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::config::Consistency;
 
 /// Where a write transaction's commit record ends, at the latest. The
 /// insert position covers commits not yet flushed (`synchronous_commit =
@@ -22,16 +21,12 @@ const REPLAY_POSITION_SQL: &str = "SELECT pg_last_wal_replay_lsn()";
 const REPLAY_POLL: Duration = Duration::from_millis(2);
 
 impl Session {
-    fn consistency(&self) -> Consistency {
-        self.shared.router.settings().consistency
-    }
-
     /// Whether the `ReadyForQuery` that ends a transaction must wait for
     /// its commit position: it wrote, read-your-writes is on, and nothing
     /// else the client sent is queued behind it on this connection.
     pub(super) fn wants_commit_position(&self) -> bool {
         self.transaction_wrote
-            && self.consistency() == Consistency::ReadYourWrites
+            && self.consistency == Consistency::ReadYourWrites
             && self.expected.is_empty()
             && self.server.is_some()
     }
@@ -101,7 +96,7 @@ impl Session {
     /// The position a read of this unit must see, if any.
     pub(super) fn read_min_lsn(&self, unit: Option<UnitTraits>) -> Option<u64> {
         let hinted_replica = unit.is_some_and(|u| u.hint == Some(Hint::Replica));
-        if self.consistency() != Consistency::ReadYourWrites
+        if self.consistency != Consistency::ReadYourWrites
             || self.route.route != Route::Auto
             || hinted_replica
         {

@@ -9,7 +9,7 @@ mod routing;
 mod server;
 mod statements;
 
-use parameters::{invalid_route, is_pgsplit_parameter, parse_route};
+use parameters::is_pgsplit_parameter;
 
 use std::collections::VecDeque;
 use std::io;
@@ -29,8 +29,8 @@ use super::stream::ClientStream;
 use super::unit::{self, Lookahead, UnitTraits};
 use crate::backend::connection::LoginTarget;
 use crate::backend::{CheckoutError, ConnectError, Pool, PoolKey, PooledConnection};
-use crate::config::PoolMode;
 use crate::config::Route;
+use crate::config::{Consistency, PoolMode};
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, error_fields};
 use crate::protocol::{PgError, SqlState};
@@ -118,6 +118,8 @@ pub struct Session {
     route: SessionRoute,
     /// The route from the config rules, which `RESET pgsplit.route` restores.
     default_route: SessionRoute,
+    /// What this session may read after its writes (`pgsplit.consistency`).
+    consistency: Consistency,
     /// The planned unit that is about to start, once it has been looked at.
     unit: Option<UnitTraits>,
     /// The current transaction changed data.
@@ -205,22 +207,15 @@ impl Session {
             .iter()
             .find(|(name, _)| name == "application_name")
             .map(|(_, value)| value.as_str());
-        let mut route = shared.router.session_route(&request.user, application_name);
+        let route = shared.router.session_route(&request.user, application_name);
         let default_route = route.clone();
-        // `options=-c pgsplit.route=primary` (PGOPTIONS) picks the route at
-        // login; like `SET pgsplit.route`, the servers never see it.
-        let (route_setting, server_parameters): (Vec<_>, Vec<_>) = request
+        // `options=-c pgsplit.route=primary` (PGOPTIONS) sets pgsplit's own
+        // parameters at login; like their `SET`, the servers never see them.
+        let (own_parameters, server_parameters): (Vec<_>, Vec<_>) = request
             .parameters
             .iter()
             .cloned()
-            .partition(|(name, _)| name.eq_ignore_ascii_case(parameters::ROUTE));
-        let mut bad_route = None;
-        if let Some((_, value)) = route_setting.last() {
-            match parse_route(value) {
-                Some(parsed) => route.route = parsed,
-                None => bad_route = Some(invalid_route(value)),
-            }
-        }
+            .partition(|(name, _)| is_pgsplit_parameter(name));
         let mut session = Session {
             settings: SessionSettings::from_startup(&server_parameters),
             client: login.stream,
@@ -245,6 +240,7 @@ impl Session {
             database: request.database.clone(),
             default_route,
             route,
+            consistency: shared.router.settings().consistency,
             unit: None,
             transaction_wrote: false,
             last_write: None,
@@ -261,12 +257,14 @@ impl Session {
             shared,
         };
         tracing::debug!(user = %request.user, database = %request.database, "client logged in");
-        if let Some(error) = bad_route {
-            let _ = session
-                .client
-                .write_all(&PgError::fatal(error.code, error.message).to_message())
-                .await;
-            return;
+        for (name, value) in &own_parameters {
+            if let Err(error) = session.apply_pgsplit_parameter(name, Some(value)) {
+                let _ = session
+                    .client
+                    .write_all(&PgError::fatal(error.code, error.message).to_message())
+                    .await;
+                return;
+            }
         }
         match session.greet().await {
             Ok(()) => session.serve(shutdown).await,

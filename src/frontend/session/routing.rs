@@ -174,7 +174,8 @@ impl Session {
     /// Whether the client's last write is recent enough to read it back
     /// from the primary only.
     pub(super) fn recently_wrote(&self) -> bool {
-        unit::within_sticky_window(self.shared.router.settings(), self.last_write)
+        self.consistency != Consistency::Eventual
+            && unit::within_sticky_window(self.shared.router.settings(), self.last_write)
     }
 
     /// Looks at the unit about to start, once, before a node is chosen.

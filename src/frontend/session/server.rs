@@ -4,8 +4,6 @@
 use std::io;
 use std::time::Instant;
 
-use crate::config::Consistency;
-
 use super::*;
 
 /// The server's error, reshaped as pgsplit's own: a FATAL that ended a
@@ -168,7 +166,7 @@ impl Session {
             // More of the client's requests (or the commit-position query)
             // follow on this connection; the last `ReadyForQuery` settles the write.
         } else if std::mem::take(&mut self.transaction_wrote)
-            && self.shared.router.settings().consistency == Consistency::Sticky
+            && self.consistency == Consistency::Sticky
         {
             self.last_write = Some(Instant::now());
         }
