@@ -11,7 +11,7 @@ use crate::protocol::messages::{bind_body, parse_body};
 use crate::router::classify::{Classification, ClassificationCache, Hint, TransactionControl};
 use crate::router::{Need, SessionRoute};
 use crate::sql::lexer::split_statements;
-use crate::sql::{session_effect, SessionEffect};
+use crate::sql::{find_ignore_case, session_effect, SessionEffect};
 
 /// Beyond this many buffered bytes without a unit boundary, pgsplit stops
 /// waiting for the rest and sends the unit to the primary.
@@ -30,6 +30,10 @@ pub struct UnitTraits {
     pub unparsed: bool,
     /// `SET TRANSACTION READ ONLY` appears (for a deferred `BEGIN`).
     pub sets_transaction_read_only: bool,
+    /// A statement may be a `COPY`: the server may then take nothing but
+    /// copy data after it, so pgsplit must not queue a query of its own
+    /// behind the unit.
+    pub may_copy: bool,
     pub hint: Option<Hint>,
 }
 
@@ -107,6 +111,7 @@ pub fn plan(
 ) -> Lookahead {
     let mut traits = UnitTraits::default();
     let mut unnamed = unnamed.cloned();
+    let mut parsed_unnamed = false;
     let mut offset = 0;
     loop {
         let rest = &buf[offset..];
@@ -126,27 +131,36 @@ pub fn plan(
         match tag {
             b'Q' => {
                 let sql = text(body.strip_suffix(b"\0").unwrap_or(body));
+                traits.may_copy |= mentions_copy(sql.as_bytes());
                 traits.absorb(&cache.classify(&sql), function_is_read_only);
                 traits.writes = traits.writes || pins(&sql);
                 return Lookahead::Planned(traits);
             }
             b'P' => {
                 if let Some(parse) = parse_body(body) {
+                    traits.may_copy |= mentions_copy(parse.query);
                     let sql = text(parse.query);
                     let class = cache.classify(&sql);
                     traits.writes = traits.writes || pins(&sql);
                     traits.absorb(&class, function_is_read_only);
                     if parse.name.is_empty() {
                         unnamed = Some(class);
+                        parsed_unnamed = true;
                     }
                 }
             }
             b'B' => {
                 let class = match bind_body(body) {
                     Some((_, name, _)) if !name.is_empty() => {
-                        statements.get(name).map(|s| s.class.clone())
+                        let statement = statements.get(name);
+                        traits.may_copy |= statement.is_none_or(|s| mentions_copy(&s.parse_rest));
+                        statement.map(|s| s.class.clone())
                     }
-                    _ => unnamed.clone(),
+                    _ => {
+                        // An unnamed statement parsed in an earlier unit: its text is gone.
+                        traits.may_copy |= !parsed_unnamed;
+                        unnamed.clone()
+                    }
                 };
                 if let Some(class) = class {
                     traits.absorb(&class, function_is_read_only);
@@ -163,6 +177,11 @@ pub fn plan(
         }
         offset += 1 + length;
     }
+}
+
+/// Whether a statement text could hold a `COPY` (a cheap, conservative check).
+fn mentions_copy(sql: &[u8]) -> bool {
+    find_ignore_case(sql, b"copy").is_some()
 }
 
 /// State that pins the client to its server connection must be created on

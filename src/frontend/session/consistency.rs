@@ -35,6 +35,30 @@ impl Session {
     /// the transaction's WAL ends.
     pub(super) fn fetch_commit_position(&mut self, ready: Frame) {
         self.held_ready = Some(ready);
+        self.ask_commit_position();
+    }
+
+    /// Right behind an autocommit write unit, asks for its commit position
+    /// in the same write to the server: no extra round trip, and the
+    /// server backend does not go to sleep in between.
+    pub(super) fn pipeline_commit_position(&mut self) {
+        if std::mem::take(&mut self.commit_position_due) {
+            self.ask_commit_position();
+        }
+    }
+
+    /// Whether a unit about to start may have its commit position asked for
+    /// right behind it: it writes outside a transaction and cannot start a
+    /// COPY (after which the server takes only copy data).
+    pub(super) fn can_pipeline_commit_position(&self, unit: &UnitTraits) -> bool {
+        self.consistency == Consistency::ReadYourWrites
+            && unit.wrote()
+            && !unit.begins_read_write
+            && !unit.may_copy
+            && self.deferred_begin.is_none()
+    }
+
+    fn ask_commit_position(&mut self) {
         self.commit_position = None;
         self.server_out
             .extend_from_slice(&messages::query(COMMIT_POSITION_SQL));

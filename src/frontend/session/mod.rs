@@ -136,6 +136,9 @@ pub struct Session {
     held_ready: Option<Frame>,
     /// The commit position read from the server, until its `ReadyForQuery`.
     commit_position: Option<u64>,
+    /// The unit being forwarded commits a write: ask for its position
+    /// right behind its last message.
+    commit_position_due: bool,
     /// Counts the attached connection's node as busy, for load balancing.
     in_flight: Option<InFlight>,
     /// A plain `BEGIN` answered by pgsplit and not yet sent anywhere: the
@@ -248,6 +251,7 @@ impl Session {
             min_lsn: None,
             held_ready: None,
             commit_position: None,
+            commit_position_due: false,
             in_flight: None,
             deferred_begin: None,
             copy_in: false,
@@ -589,6 +593,7 @@ impl Session {
                     self.forward(&frame);
                     if !self.copy_in {
                         self.expected.push(Expected::Sync);
+                        self.pipeline_commit_position();
                     }
                 } else {
                     self.unit = None;
@@ -608,6 +613,7 @@ impl Session {
                 if self.ensure_server(tag).await {
                     self.forward(&frame);
                     self.expected.push(Expected::Query);
+                    self.pipeline_commit_position();
                 }
             }
             _ => return Err(End::Closed), // Terminate
@@ -669,6 +675,7 @@ impl Session {
         }
         self.forward(&frame);
         self.expected.push(Expected::Query);
+        self.pipeline_commit_position();
     }
 
     /// Returns or closes the server connection when the client leaves.

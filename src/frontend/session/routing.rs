@@ -103,6 +103,7 @@ impl Session {
             );
             return false;
         }
+        self.commit_position_due = unit.is_some_and(|u| self.can_pipeline_commit_position(&u));
         self.attach(server, node);
         if let Some(begin) = self.deferred_begin.take() {
             // The client already saw BEGIN succeed: send it first, quietly.

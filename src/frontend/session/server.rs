@@ -82,7 +82,10 @@ impl Session {
                 }
                 self.expected.pop();
                 let status = frame.body().first().copied().unwrap_or(b'I');
-                if status == b'I' && self.wants_commit_position() {
+                if self.expected.front() == Some(&Expected::CommitPosition) {
+                    // Asked for behind this unit already: wait for the answer.
+                    self.held_ready = Some(frame);
+                } else if status == b'I' && self.wants_commit_position() {
                     self.fetch_commit_position(frame);
                 } else {
                     self.client_out.extend_from_slice(frame.bytes());
