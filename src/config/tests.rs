@@ -754,3 +754,45 @@ users: [{ name: a, password: b }, { name: c, password: d }]
     assert_eq!(c.user("c").map(|u| u.password.as_str()), Some("d"));
     assert_eq!(c.user("A"), None);
 }
+
+#[test]
+fn monitor_and_consistency_settings() {
+    let c = parse(&with(
+        "monitor: { user: m, password: p, interval: 100ms, fail_after: 5 }\nrouting: { consistency: eventual, ryw_wait: 50ms, max_lag_bytes: 1MiB, max_lag: 3s }",
+    ));
+    let monitor = c.monitor.unwrap();
+    assert_eq!(monitor.interval, Duration::from_millis(100));
+    assert_eq!(monitor.timeout, Duration::from_secs(1));
+    assert_eq!((monitor.fail_after, monitor.recover_after), (5, 2));
+    assert_eq!(c.routing.consistency, Consistency::Eventual);
+    assert_eq!(c.routing.ryw_wait, Duration::from_millis(50));
+    assert_eq!(c.routing.max_lag_bytes, 1024 * 1024);
+    assert_eq!(c.routing.max_lag, Duration::from_secs(3));
+    let defaults = parse(MINIMAL).routing;
+    assert_eq!(defaults.consistency, Consistency::ReadYourWrites);
+    assert_eq!(defaults.max_lag_bytes, 16 * 1024 * 1024);
+
+    for (extra, field) in [
+        (
+            "monitor: { user: m, password: p, interval: 0s }",
+            "monitor.interval",
+        ),
+        (
+            "monitor: { user: m, password: p, timeout: 0s }",
+            "monitor.timeout",
+        ),
+        (
+            "monitor: { user: m, password: p, fail_after: 0 }",
+            "monitor.fail_after",
+        ),
+        (
+            "monitor: { user: m, password: p, recover_after: 0 }",
+            "monitor.recover_after",
+        ),
+        ("routing: { max_lag: 0s }", "routing.max_lag"),
+        ("routing: { max_lag_bytes: 0 }", "routing.max_lag_bytes"),
+        ("routing: { consistency: strong }", "routing.consistency"),
+    ] {
+        assert_contains(&error(&with(extra)), field);
+    }
+}
