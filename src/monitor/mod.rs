@@ -187,6 +187,7 @@ impl Monitor {
                     replay_lsn: observation.replay_lsn,
                     lag_bytes: lag.map(|l| l.bytes),
                     lag_seconds: lag.map(|l| l.seconds),
+                    last_replayed_commit_age: observation.last_replayed_commit_age,
                     check_latency: Some(observation.latency),
                     last_error: None,
                     replication: observation.replication,

@@ -13,7 +13,8 @@ use crate::backend::query_client::{self, QueryTarget};
 /// Role and positions in one round trip, on a primary or a replica.
 const STATUS_SQL: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END, \
-     pg_last_wal_replay_lsn()";
+     pg_last_wal_replay_lsn(), \
+     EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8";
 
 /// The primary's view of its streaming replicas.
 const REPLICATION_SQL: &str = "SELECT application_name, client_addr::text, state, \
@@ -29,6 +30,8 @@ pub struct Observation {
     /// Primary: current WAL position; replica: last received position.
     pub wal_lsn: Option<u64>,
     pub replay_lsn: Option<u64>,
+    /// Replica: seconds since the last replayed transaction committed on the primary.
+    pub last_replayed_commit_age: Option<f64>,
     pub replication: Vec<ReplicationRow>,
     pub latency: Duration,
     /// When the check finished (for lag in time).
@@ -110,6 +113,7 @@ impl Probe {
             in_recovery,
             wal_lsn: lsn(&row, 1)?,
             replay_lsn: lsn(&row, 2)?,
+            last_replayed_commit_age: row.try_get(3)?,
             replication,
             latency: Duration::ZERO,
             at: Instant::now(),

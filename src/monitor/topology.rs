@@ -63,6 +63,10 @@ pub struct NodeStatus {
     pub lag_bytes: Option<u64>,
     /// How long ago the primary first wrote WAL the replica has not replayed.
     pub lag_seconds: Option<f64>,
+    /// Replica: how old the last transaction it replayed is
+    /// (`pg_last_xact_replay_timestamp()`); large on an idle primary, so
+    /// shown for operators but not used as lag.
+    pub last_replayed_commit_age: Option<f64>,
     /// How long the last check took.
     pub check_latency: Option<Duration>,
     /// Why the last check failed, if it did.
@@ -99,6 +103,7 @@ impl Topology {
                     replay_lsn: None,
                     lag_bytes: None,
                     lag_seconds: None,
+                    last_replayed_commit_age: None,
                     check_latency: None,
                     last_error: None,
                     replication: Vec::new(),
