@@ -21,7 +21,8 @@ use crate::frontend::login::{login, LoginOutcome};
 use crate::frontend::session::Session;
 use crate::frontend::statements::StatementNames;
 use crate::frontend::tls;
-use crate::monitor::{Monitor, SharedTopology, Topology};
+use crate::monitor::faults::ProbeFaults;
+use crate::monitor::{Monitor, MonitorHandle, SharedTopology, Topology};
 use crate::protocol::scram::ScramVerifier;
 use crate::router::classify::ClassificationCache;
 use crate::router::functions::FunctionCatalog;
@@ -55,6 +56,10 @@ pub struct Shared {
     pub functions: FunctionCatalog,
     /// Node roles, health and lag, as the monitor last saw them.
     pub topology: SharedTopology,
+    /// Switchover, promotion and rejoin requests go to the monitor here.
+    pub monitor: MonitorHandle,
+    /// Checks made to fail on purpose (tests of the failure rule).
+    pub faults: ProbeFaults,
     clients: AtomicUsize,
 }
 
@@ -115,9 +120,9 @@ impl Proxy {
         });
         let topology: SharedTopology =
             Arc::new(ArcSwap::from_pointee(Topology::from_config(&config)));
-        let monitor = Monitor::new(&config, server_tls.clone(), topology.clone());
-        if monitor.is_none() {
-            tracing::warn!("no monitor credentials: node roles, health and lag are not checked");
+        let (monitor_handle, monitor_requests) = MonitorHandle::channel();
+        if config.monitor.is_none() {
+            tracing::warn!("no monitor credentials: node roles, health and lag are not checked, and there is no failover");
         }
         let listener = TcpListener::bind(&config.listen)
             .await
@@ -125,8 +130,10 @@ impl Proxy {
         let shared = Shared {
             router: Arc::new(Router::new(&config, topology.clone())),
             classifier: ClassificationCache::new(CLASSIFICATION_CACHE_SIZE),
-            functions: FunctionCatalog::new(&config, server_tls, topology.clone()),
+            functions: FunctionCatalog::new(&config, server_tls.clone(), topology.clone()),
             topology,
+            monitor: monitor_handle,
+            faults: ProbeFaults::new(config.nodes.len()),
             credentials,
             pools,
             cancels: Arc::new(CancelRegistry::default()),
@@ -135,16 +142,18 @@ impl Proxy {
             clients: AtomicUsize::new(0),
             config,
         };
+        let shared = Arc::new(shared);
+        let monitor = Monitor::new(shared.clone(), server_tls, monitor_requests);
         Ok(Proxy {
             listener,
-            shared: Arc::new(shared),
+            shared,
             monitor,
         })
     }
 
-    /// What the monitor publishes about the nodes (for tests and the admin side).
-    pub fn topology(&self) -> SharedTopology {
-        self.shared.topology.clone()
+    /// The state every session shares (for tests and the admin side).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// The address clients connect to (useful when `listen` used port 0).
@@ -158,10 +167,10 @@ impl Proxy {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_sessions, sessions_stop) = watch::channel(false);
         let pruner = tokio::spawn(prune_idle_connections(self.shared.clone()));
-        let monitor = self.monitor.take().map(|monitor| {
-            let shared = self.shared.clone();
-            tokio::spawn(monitor.run(move |node| shared.pools.close_idle(node)))
-        });
+        let monitor = self
+            .monitor
+            .take()
+            .map(|monitor| tokio::spawn(monitor.run()));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::{connect, proxy_config, spawn_watched_proxy, with_cluster};
 use pgsplit::config::{Consistency, LoadBalance};
+use std::sync::Arc;
+
 use pgsplit::monitor::{NodeState, SharedTopology};
+use pgsplit::proxy::Shared;
 
 /// The tests here stop and pause nodes of the binary's cluster: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -18,7 +21,7 @@ const MAX_LAG_BYTES: usize = 1024 * 1024;
 
 /// A pgsplit that checks often, balances reads in turn (so a single client
 /// reaches every replica) and treats 1 MiB of lag as too much.
-fn watched_proxy() -> (std::net::SocketAddr, SharedTopology) {
+fn watched_proxy() -> (std::net::SocketAddr, Arc<Shared>) {
     let mut config = proxy_config("");
     let monitor = config
         .monitor
@@ -74,7 +77,8 @@ async fn wait_for_state(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_replay_is_paused_gets_no_reads_until_it_catches_up() {
     let _serial = SERIAL.lock().await;
-    let (addr, topology) = watched_proxy();
+    let (addr, shared) = watched_proxy();
+    let topology = &shared.topology;
     let (primary, paused, paused_port) = with_cluster(|c| {
         (
             c.primary().clone(),
@@ -102,7 +106,7 @@ async fn a_replica_whose_replay_is_paused_gets_no_reads_until_it_catches_up() {
         .unwrap();
     });
     // The lag passed 1 MiB when that INSERT committed.
-    let took = wait_for_state(&topology, 1, NodeState::Lagging, Duration::from_secs(10)).await;
+    let took = wait_for_state(topology, 1, NodeState::Lagging, Duration::from_secs(10)).await;
     assert!(
         took <= INTERVAL * 2 + Duration::from_millis(300),
         "lagging only after {took:?}"
@@ -119,7 +123,7 @@ async fn a_replica_whose_replay_is_paused_gets_no_reads_until_it_catches_up() {
         c.psql(&paused, "postgres", "SELECT pg_wal_replay_resume()")
             .unwrap()
     });
-    wait_for_state(&topology, 1, NodeState::Up, Duration::from_secs(10)).await;
+    wait_for_state(topology, 1, NodeState::Up, Duration::from_secs(10)).await;
     assert!(read_ports(&client, 10).await.contains(&paused_port));
     with_cluster(|c| {
         c.psql(&primary, "postgres", "DROP TABLE lag_filler")
@@ -130,14 +134,15 @@ async fn a_replica_whose_replay_is_paused_gets_no_reads_until_it_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_replica_is_down_and_comes_back_when_restarted() {
     let _serial = SERIAL.lock().await;
-    let (addr, topology) = watched_proxy();
+    let (addr, shared) = watched_proxy();
+    let topology = &shared.topology;
     let (stopped, stopped_port) = with_cluster(|c| (c.replicas()[1].clone(), c.replicas()[1].port));
     let client = connect(addr).await;
     assert!(read_ports(&client, 10).await.contains(&stopped_port));
 
     with_cluster(|c| c.stop_node(&stopped).unwrap());
     // fail_after (3) failed checks in a row.
-    wait_for_state(&topology, 2, NodeState::Down, Duration::from_secs(5)).await;
+    wait_for_state(topology, 2, NodeState::Down, Duration::from_secs(5)).await;
     let status = topology.load().nodes[2].clone();
     assert!(status.last_error.is_some(), "{status:?}");
     let ports = read_ports(&client, 20).await;
@@ -147,14 +152,15 @@ async fn a_stopped_replica_is_down_and_comes_back_when_restarted() {
     );
 
     with_cluster(|c| c.start_node(&stopped).unwrap());
-    wait_for_state(&topology, 2, NodeState::Up, Duration::from_secs(10)).await;
+    wait_for_state(topology, 2, NodeState::Up, Duration::from_secs(10)).await;
     assert!(read_ports(&client, 10).await.contains(&stopped_port));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_reports_roles_positions_and_replication() {
     let _serial = SERIAL.lock().await;
-    let (_addr, topology) = watched_proxy();
+    let (_addr, shared) = watched_proxy();
+    let topology = &shared.topology;
     let start = Instant::now();
     while topology.load().checked_at.is_none() {
         assert!(start.elapsed() < Duration::from_secs(5), "no monitor round");

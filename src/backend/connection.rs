@@ -58,6 +58,14 @@ pub struct QueryOutcome {
     pub error: Option<Frame>,
 }
 
+impl ConnectError {
+    /// Whether the server could not be reached at all (as opposed to
+    /// refusing the login), so it may be back, or replaced, shortly.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ConnectError::Io { .. } | ConnectError::Timeout { .. })
+    }
+}
+
 /// A logged-in connection plus what pgsplit knows of its state.
 pub struct ServerConnection {
     stream: ServerStream,

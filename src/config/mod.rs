@@ -11,6 +11,7 @@
 
 mod duration;
 mod error;
+mod failover;
 mod interpolate;
 mod monitor;
 mod number;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::ConfigError;
+pub use failover::{FailoverConfig, FailoverMode};
 pub use monitor::MonitorConfig;
 pub use routing::{Consistency, LoadBalance, PrimaryReads, Route, RouteRule, RoutingConfig};
 
@@ -93,6 +95,9 @@ pub struct Config {
     /// Read/write splitting.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// Promotion of a replica when the primary fails.
+    #[serde(default)]
+    pub failover: FailoverConfig,
 }
 
 /// Server connection pool settings.
@@ -249,6 +254,13 @@ pub struct NodeConfig {
     /// Labels routing rules can select replicas by (e.g. `analytics`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Whether failover may promote this node (`false` for a delayed or
+    /// remote replica).
+    #[serde(default = "defaults::promote")]
+    pub promote: bool,
+    /// Among equally caught-up replicas, the highest priority is promoted.
+    #[serde(default, deserialize_with = "number::deserialize")]
+    pub priority: u32,
 }
 
 /// Role of a node in read/write splitting.
@@ -390,5 +402,8 @@ mod defaults {
     }
     pub(super) fn node_weight() -> u32 {
         1
+    }
+    pub(super) fn promote() -> bool {
+        true
     }
 }

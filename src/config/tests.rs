@@ -76,6 +76,8 @@ fn minimal_config_gets_defaults() {
             role: Role::Primary,
             weight: 1,
             tags: Vec::new(),
+            promote: true,
+            priority: 0,
         }]
     );
     assert_eq!(c.monitor, None);

@@ -235,6 +235,15 @@ fn check_monitor(config: &Config) -> Result<(), ConfigError> {
             "must be greater than zero",
         ));
     }
+    for (path, value) in [
+        ("failover.timeout", config.failover.timeout),
+        ("failover.client_wait", config.failover.client_wait),
+        ("failover.follow_timeout", config.failover.follow_timeout),
+    ] {
+        if value == Duration::ZERO {
+            return Err(ConfigError::invalid(path, "must be greater than zero"));
+        }
+    }
     let Some(monitor) = &config.monitor else {
         return Ok(());
     };

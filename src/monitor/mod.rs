@@ -1,9 +1,17 @@
 //! The replication monitor: every `monitor.interval` it checks each node
-//! (reachable, in recovery or not, WAL positions, `pg_stat_replication`),
-//! works out roles, health and lag, and publishes a new [`Topology`] that
-//! routing reads without locks.
+//! (reachable, in recovery or not, WAL positions, `pg_stat_replication`,
+//! the WAL receiver), works out roles, health and lag, publishes a new
+//! [`Topology`] that routing reads without locks, and carries out failover,
+//! switchover and rejoining (see `failover`).
 
+pub mod actions;
+pub mod conninfo;
+pub mod control;
+mod events;
+pub mod failover;
+pub mod faults;
 pub mod health;
+pub mod hooks;
 pub mod lag;
 pub mod probe;
 pub mod roles;
@@ -13,15 +21,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
 
 use crate::backend::query_client::QueryTarget;
 use crate::backend::tls::ServerTls;
-use crate::config::{Config, MonitorConfig, Role};
+use crate::config::{FailoverConfig, MonitorConfig, NodeConfig, Role};
+use crate::proxy::Shared;
+use control::Envelope;
+pub use control::{MonitorHandle, Request};
 use health::{Health, Thresholds};
 use lag::WalHistory;
 use probe::{Observation, Probe};
 use roles::resolve_primary;
-pub use topology::{NodeState, NodeStatus, ReplicationRow, Topology};
+pub use topology::{FailoverReport, NodeState, NodeStatus, ReplicationRow, Topology, WalReceiver};
 
 /// The primary's WAL history is kept at least this long, for lag in time.
 const MIN_HISTORY: Duration = Duration::from_secs(60);
@@ -29,42 +41,57 @@ const MIN_HISTORY: Duration = Duration::from_secs(60);
 /// The topology shared between the monitor and the data path.
 pub type SharedTopology = Arc<ArcSwap<Topology>>;
 
-/// Checks the nodes and publishes what it finds.
+/// Checks the nodes, publishes what it finds, and changes the primary
+/// when it must. It alone decides roles, so nothing else needs a lock.
 pub struct Monitor {
+    shared: Arc<Shared>,
     settings: MonitorConfig,
+    failover: FailoverConfig,
+    nodes: Vec<NodeConfig>,
+    /// Each node as the monitor's user, for actions (promote, follow).
+    targets: Vec<QueryTarget>,
     thresholds: Thresholds,
     probes: Vec<Probe>,
     health: Vec<Health>,
+    /// Since when each node has failed every check.
+    unreachable_since: Vec<Option<Instant>>,
+    /// Former primaries kept out until rejoined.
+    fenced: Vec<bool>,
+    /// Replicas that could not follow a new primary.
+    needs_rejoin: Vec<bool>,
+    /// The node pgsplit promoted last: it keeps the role if the old primary
+    /// comes back claiming it too.
+    promoted: Option<usize>,
     history: WalHistory,
     /// The primary whose WAL `history` records.
     history_of: Option<usize>,
-    topology: SharedTopology,
+    requests: mpsc::Receiver<Envelope>,
 }
 
 impl Monitor {
-    /// A monitor for `config`'s nodes, or `None` without `monitor:` credentials.
+    /// A monitor for the proxy's nodes, or `None` without `monitor:` credentials.
     pub fn new(
-        config: &Config,
+        shared: Arc<Shared>,
         tls: Option<ServerTls>,
-        topology: SharedTopology,
+        requests: mpsc::Receiver<Envelope>,
     ) -> Option<Monitor> {
+        let config = &shared.config;
         let settings = config.monitor.clone()?;
-        let probes = config
+        let targets: Vec<QueryTarget> = config
             .nodes
             .iter()
-            .map(|node| {
-                Probe::new(QueryTarget {
-                    node_name: node.name.clone(),
-                    host: node.host.clone(),
-                    port: node.port,
-                    user: settings.user.clone(),
-                    password: settings.password.clone(),
-                    database: "postgres".to_owned(),
-                    application_name: "pgsplit-monitor",
-                    tls: tls.clone(),
-                })
+            .map(|node| QueryTarget {
+                node_name: node.name.clone(),
+                host: node.host.clone(),
+                port: node.port,
+                user: settings.user.clone(),
+                password: settings.password.clone(),
+                database: "postgres".to_owned(),
+                application_name: "pgsplit-monitor",
+                tls: tls.clone(),
             })
             .collect();
+        let count = targets.len();
         Some(Monitor {
             thresholds: Thresholds {
                 fail_after: settings.fail_after,
@@ -72,54 +99,105 @@ impl Monitor {
                 max_lag_bytes: config.routing.max_lag_bytes as u64,
                 max_lag: config.routing.max_lag,
             },
-            health: vec![Health::default(); config.nodes.len()],
+            probes: targets.iter().cloned().map(Probe::new).collect(),
+            targets,
+            health: vec![Health::default(); count],
+            unreachable_since: vec![None; count],
+            fenced: vec![false; count],
+            needs_rejoin: vec![false; count],
+            promoted: None,
+            failover: config.failover.clone(),
+            nodes: config.nodes.clone(),
             settings,
-            probes,
             history: WalHistory::default(),
             history_of: None,
-            topology,
+            requests,
+            shared,
         })
     }
 
-    /// Checks every node each interval, forever; `on_down` is told when a
-    /// node goes down (its pooled connections are useless now).
-    pub async fn run(mut self, on_down: impl Fn(usize)) {
+    /// Checks every node each interval and serves operators' requests
+    /// between rounds, forever.
+    pub async fn run(mut self) {
         let mut interval = tokio::time::interval(self.settings.interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            interval.tick().await;
-            let previous = self.topology.load_full();
-            let next = self.round(&previous).await;
-            log_changes(&previous, &next);
-            for (index, node) in next.nodes.iter().enumerate() {
-                if node.state == NodeState::Down && previous.nodes[index].state != NodeState::Down {
-                    on_down(index);
+            tokio::select! {
+                _ = interval.tick() => {
+                    let next = self.round(&self.topology()).await;
+                    self.publish(next);
+                    self.fail_over_if_needed().await;
+                }
+                Some(envelope) = self.requests.recv() => {
+                    let outcome = self.handle(envelope.request).await;
+                    let _ = envelope.reply.send(outcome);
                 }
             }
-            self.topology.store(Arc::new(next));
         }
+    }
+
+    /// The topology as last published.
+    fn topology(&self) -> Arc<Topology> {
+        self.shared.topology.load_full()
+    }
+
+    /// Publishes `next`: logs and reports what changed, and closes the idle
+    /// connections of nodes that may no longer be used.
+    fn publish(&self, next: Topology) {
+        let previous = self.topology();
+        events::report_changes(
+            &previous,
+            &next,
+            self.failover.notify_command.as_deref(),
+            &self.nodes,
+        );
+        for (index, node) in next.nodes.iter().enumerate() {
+            let usable = |state| !matches!(state, NodeState::Down | NodeState::Fenced);
+            if !usable(node.state) && usable(previous.nodes[index].state) {
+                self.shared.pools.close_idle(index);
+            }
+        }
+        self.shared.topology.store(Arc::new(next));
+    }
+
+    /// Publishes the current topology changed by `edit`.
+    fn publish_with(&self, edit: impl FnOnce(&mut Topology)) {
+        let mut next = (*self.topology()).clone();
+        edit(&mut next);
+        self.publish(next);
     }
 
     /// One round: check all nodes at once, then work out the new topology.
     async fn round(&mut self, previous: &Topology) -> Topology {
         let timeout = self.settings.timeout;
-        let results =
-            futures_util::future::join_all(self.probes.iter_mut().map(|p| p.check(timeout))).await;
+        let faults = &self.shared.faults;
+        let checks = self
+            .probes
+            .iter_mut()
+            .enumerate()
+            .map(|(index, probe)| async move {
+                if faults.is_blocked(index) {
+                    return Err(anyhow::anyhow!("check blocked by fault injection"));
+                }
+                probe.check(timeout).await
+            });
+        let results = futures_util::future::join_all(checks).await;
+        let now = Instant::now();
+        // A fenced node's claims do not count: it is out until rejoined.
         let reported: Vec<Option<Role>> = results
             .iter()
-            .map(|r| {
-                r.as_ref().ok().map(|o| {
-                    if o.in_recovery {
-                        Role::Replica
-                    } else {
-                        Role::Primary
-                    }
-                })
+            .enumerate()
+            .map(|(index, result)| match result {
+                Ok(o) if !self.fenced[index] => Some(if o.in_recovery {
+                    Role::Replica
+                } else {
+                    Role::Primary
+                }),
+                _ => None,
             })
             .collect();
-        let decision = resolve_primary(previous.primary, &reported, None);
+        let decision = resolve_primary(previous.primary, &reported, self.promoted);
         self.track_primary_wal(decision.primary, &results);
-        let now = Instant::now();
         let nodes = results
             .into_iter()
             .enumerate()
@@ -130,6 +208,7 @@ impl Monitor {
             primary: decision.primary,
             competing_primaries: decision.competing,
             checked_at: Some(SystemTime::now()),
+            ..previous.clone()
         }
     }
 
@@ -164,8 +243,9 @@ impl Monitor {
         now: Instant,
     ) -> NodeStatus {
         let health = &mut self.health[index];
-        match result {
+        let mut status = match result {
             Ok(observation) => {
+                self.unreachable_since[index] = None;
                 let role = if observation.in_recovery {
                     Role::Replica
                 } else {
@@ -191,51 +271,37 @@ impl Monitor {
                     check_latency: Some(observation.latency),
                     last_error: None,
                     replication: observation.replication,
+                    receiver: observation.receiver,
                 }
             }
-            Err(error) => NodeStatus {
-                state: health.failed(&self.thresholds),
-                check_latency: None,
-                last_error: Some(format!("{error:#}")),
-                ..previous.clone()
-            },
+            Err(error) => {
+                self.unreachable_since[index].get_or_insert(now);
+                NodeStatus {
+                    state: health.failed(&self.thresholds),
+                    check_latency: None,
+                    last_error: Some(format!("{error:#}")),
+                    ..previous.clone()
+                }
+            }
+        };
+        if self.fenced[index] {
+            status.state = NodeState::Fenced;
+        } else if self.needs_rejoin[index] {
+            status.state = NodeState::NeedsRejoin;
         }
+        status
     }
-}
 
-/// Logs what changed between two rounds, for operators following the log.
-fn log_changes(before: &Topology, after: &Topology) {
-    for (old, new) in before.nodes.iter().zip(&after.nodes) {
-        if old.state != new.state {
-            match new.state {
-                NodeState::Down => {
-                    tracing::warn!(node = %new.name, error = new.last_error.as_deref().unwrap_or(""), "node is down")
-                }
-                NodeState::Lagging => {
-                    tracing::warn!(node = %new.name, lag_bytes = new.lag_bytes, lag_seconds = new.lag_seconds, "replica is lagging; it gets no reads")
-                }
-                NodeState::Up => {
-                    tracing::info!(node = %new.name, was = old.state.as_str(), "node is up")
-                }
-            }
-        }
-        if old.role != new.role {
-            tracing::warn!(node = %new.name, role = ?new.role, "node changed role");
-        }
+    /// How long node `index` has failed every check, if it has.
+    fn unreachable_for(&self, index: usize) -> Option<Duration> {
+        self.unreachable_since[index].map(|since| since.elapsed())
     }
-    if before.primary != after.primary {
-        let name = after.primary.map(|p| after.nodes[p].name.as_str());
-        tracing::warn!(
-            primary = name.unwrap_or("none"),
-            "writes now go to a different primary"
-        );
-    }
-    if after.split_brain() && !before.split_brain() {
-        let names: Vec<&str> = after
-            .competing_primaries
+
+    /// The node named `name`.
+    fn node_index(&self, name: &str) -> Result<usize, String> {
+        self.nodes
             .iter()
-            .map(|&i| after.nodes[i].name.as_str())
-            .collect();
-        tracing::error!(nodes = ?names, "split brain: several nodes claim to be primary; writes are refused");
+            .position(|node| node.name == name)
+            .ok_or_else(|| format!("there is no node named {name:?}"))
     }
 }

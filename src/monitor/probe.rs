@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, Row, Statement};
 
-use super::topology::ReplicationRow;
+use super::topology::{ReplicationRow, WalReceiver};
 use crate::backend::query_client::{self, QueryTarget};
 
 /// Role and positions in one round trip, on a primary or a replica.
@@ -23,6 +23,12 @@ const REPLICATION_SQL: &str = "SELECT application_name, client_addr::text, state
      EXTRACT(EPOCH FROM replay_lag)::float8, sync_state \
      FROM pg_stat_replication ORDER BY application_name";
 
+/// A replica's WAL receiver and its timeout; one row even without a receiver.
+const RECEIVER_SQL: &str = "SELECT r.status, \
+     EXTRACT(EPOCH FROM now() - r.last_msg_receipt_time)::float8, r.sender_host, r.sender_port, \
+     (SELECT setting::float8 / 1000 FROM pg_settings WHERE name = 'wal_receiver_timeout') \
+     FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true";
+
 /// What one successful check saw.
 #[derive(Debug, Clone)]
 pub struct Observation {
@@ -33,6 +39,7 @@ pub struct Observation {
     /// Replica: seconds since the last replayed transaction committed on the primary.
     pub last_replayed_commit_age: Option<f64>,
     pub replication: Vec<ReplicationRow>,
+    pub receiver: Option<WalReceiver>,
     pub latency: Duration,
     /// When the check finished (for lag in time).
     pub at: Instant,
@@ -43,6 +50,7 @@ struct Connected {
     client: Client,
     status: Statement,
     replication: Statement,
+    receiver: Statement,
 }
 
 /// Checks one node, keeping its connection between rounds.
@@ -86,6 +94,7 @@ impl Probe {
             self.connected = Some(Connected {
                 status: client.prepare(STATUS_SQL).await?,
                 replication: client.prepare(REPLICATION_SQL).await?,
+                receiver: client.prepare(RECEIVER_SQL).await?,
                 client,
             });
         }
@@ -93,21 +102,20 @@ impl Probe {
             client,
             status,
             replication,
+            receiver,
         }) = self.connected.as_ref()
         else {
             anyhow::bail!("no connection");
         };
         let row = client.query_one(status, &[]).await?;
         let in_recovery: bool = row.try_get(0)?;
-        let replication = if in_recovery {
-            Vec::new()
+        let (replication, receiver) = if in_recovery {
+            let row = client.query_one(receiver, &[]).await?;
+            (Vec::new(), Some(wal_receiver(&row)?))
         } else {
-            client
-                .query(replication, &[])
-                .await?
-                .iter()
-                .map(replication_row)
-                .collect::<Result<_, _>>()?
+            let rows = client.query(replication, &[]).await?;
+            let rows = rows.iter().map(replication_row).collect::<Result<_, _>>()?;
+            (rows, None)
         };
         Ok(Observation {
             in_recovery,
@@ -115,6 +123,7 @@ impl Probe {
             replay_lsn: lsn(&row, 2)?,
             last_replayed_commit_age: row.try_get(3)?,
             replication,
+            receiver,
             latency: Duration::ZERO,
             at: Instant::now(),
         })
@@ -123,6 +132,16 @@ impl Probe {
 
 fn lsn(row: &Row, index: usize) -> Result<Option<u64>, tokio_postgres::Error> {
     Ok(row.try_get::<_, Option<PgLsn>>(index)?.map(u64::from))
+}
+
+fn wal_receiver(row: &Row) -> Result<WalReceiver, tokio_postgres::Error> {
+    Ok(WalReceiver {
+        status: row.try_get(0)?,
+        silence_seconds: row.try_get(1)?,
+        sender_host: row.try_get(2)?,
+        sender_port: row.try_get(3)?,
+        timeout_seconds: row.try_get::<_, Option<f64>>(4)?.unwrap_or(60.0),
+    })
 }
 
 fn replication_row(row: &Row) -> Result<ReplicationRow, tokio_postgres::Error> {

@@ -18,6 +18,12 @@ pub enum NodeState {
     Down,
     /// A replica too far behind the primary to serve reads.
     Lagging,
+    /// A former primary replaced by failover or switchover: no traffic
+    /// until an operator rejoins it.
+    Fenced,
+    /// A replica that could not follow the new primary: no reads until
+    /// it is rebuilt or rejoined.
+    NeedsRejoin,
 }
 
 impl NodeState {
@@ -27,6 +33,8 @@ impl NodeState {
             NodeState::Up => "up",
             NodeState::Down => "down",
             NodeState::Lagging => "lagging",
+            NodeState::Fenced => "fenced",
+            NodeState::NeedsRejoin => "needs_rejoin",
         }
     }
 }
@@ -45,6 +53,19 @@ pub struct ReplicationRow {
     pub flush_lag_seconds: Option<f64>,
     pub replay_lag_seconds: Option<f64>,
     pub sync_state: Option<String>,
+}
+
+/// A replica's WAL receiver (`pg_stat_wal_receiver`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WalReceiver {
+    /// `streaming`, `waiting`, ...; `None` when no receiver runs.
+    pub status: Option<String>,
+    /// Seconds since the last message from its upstream.
+    pub silence_seconds: Option<f64>,
+    pub sender_host: Option<String>,
+    pub sender_port: Option<i32>,
+    /// The replica's `wal_receiver_timeout`, in seconds.
+    pub timeout_seconds: f64,
 }
 
 /// What is known about one node.
@@ -73,6 +94,8 @@ pub struct NodeStatus {
     pub last_error: Option<String>,
     /// The primary's `pg_stat_replication`.
     pub replication: Vec<ReplicationRow>,
+    /// A replica's WAL receiver.
+    pub receiver: Option<WalReceiver>,
 }
 
 /// The published picture of the whole cluster.
@@ -86,6 +109,27 @@ pub struct Topology {
     pub competing_primaries: Vec<usize>,
     /// When the last monitor round finished; `None` before the first.
     pub checked_at: Option<SystemTime>,
+    /// A failover or switchover is under way: new writes wait for it.
+    pub changing_primary: bool,
+    /// Failovers and switchovers pgsplit carried out since it started.
+    pub failovers: u64,
+    /// The last one, for operators.
+    pub last_failover: Option<FailoverReport>,
+}
+
+/// What a failover or switchover did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailoverReport {
+    pub from: String,
+    pub to: String,
+    /// `failover` or `switchover`.
+    pub kind: &'static str,
+    pub finished_at: SystemTime,
+    /// From deciding to promote until writes could go to the new primary.
+    pub duration_seconds: f64,
+    /// WAL the promoted node had not received from the old primary, as far
+    /// as pgsplit saw (writes lost with asynchronous replication).
+    pub wal_bytes_behind: Option<u64>,
 }
 
 impl Topology {
@@ -107,11 +151,15 @@ impl Topology {
                     check_latency: None,
                     last_error: None,
                     replication: Vec::new(),
+                    receiver: None,
                 })
                 .collect(),
             primary: Some(config.primary_index()),
             competing_primaries: Vec::new(),
             checked_at: None,
+            changing_primary: false,
+            failovers: 0,
+            last_failover: None,
         }
     }
 

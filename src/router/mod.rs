@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, LoadBalance, PrimaryReads, Route, RoutingConfig};
-use crate::monitor::{SharedTopology, Topology};
+use crate::monitor::{NodeState, SharedTopology, Topology};
 use crate::protocol::error::{PgError, SqlState};
 
 /// How long a node that refused a connection is left out of read routing
@@ -62,11 +62,23 @@ pub enum NoNode {
     SplitBrain(Vec<String>),
     /// No node is primary right now.
     NoPrimary,
+    /// The primary is down (it may be replaced soon).
+    PrimaryDown(String),
+    /// A failover or switchover is moving the primary role.
+    ChangingPrimary,
     /// No replica can serve the read and `primary_reads` is `never`.
     NoReplica,
 }
 
 impl NoNode {
+    /// Whether waiting may help: a new primary may be on its way.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            NoNode::NoPrimary | NoNode::PrimaryDown(_) | NoNode::ChangingPrimary
+        )
+    }
+
     /// What the client is told.
     pub fn to_error(&self) -> PgError {
         let message = match self {
@@ -75,6 +87,10 @@ impl NoNode {
                 nodes.join(", ")
             ),
             NoNode::NoPrimary => "pgsplit: no primary is available right now".to_owned(),
+            NoNode::PrimaryDown(name) => format!("pgsplit: the primary {name} is down"),
+            NoNode::ChangingPrimary => {
+                "pgsplit: the primary is being replaced (failover or switchover)".to_owned()
+            }
             NoNode::NoReplica => {
                 "pgsplit: no replica can serve this read and routing.primary_reads is never"
                     .to_owned()
@@ -85,7 +101,7 @@ impl NoNode {
 }
 
 /// Per-node routing state that changes on the data path.
-struct NodeState {
+struct NodeLoad {
     name: String,
     weight: u64,
     tags: Vec<String>,
@@ -111,7 +127,7 @@ pub struct Router {
     /// What routing had to work around.
     pub counters: RoutingCounters,
     routing: RoutingConfig,
-    nodes: Vec<NodeState>,
+    nodes: Vec<NodeLoad>,
     /// Roles and health, from the monitor.
     topology: SharedTopology,
     round_robin: AtomicU64,
@@ -122,6 +138,13 @@ pub struct Router {
 pub struct InFlight {
     router: Arc<Router>,
     node: usize,
+}
+
+impl InFlight {
+    /// The node the transaction runs on.
+    pub fn node(&self) -> usize {
+        self.node
+    }
 }
 
 impl Drop for InFlight {
@@ -140,7 +163,7 @@ impl Router {
             nodes: config
                 .nodes
                 .iter()
-                .map(|node| NodeState {
+                .map(|node| NodeLoad {
                     name: node.name.clone(),
                     weight: u64::from(node.weight.max(1)),
                     tags: node.tags.clone(),
@@ -227,7 +250,9 @@ impl Router {
                 .collect(),
             None => replicas.clone(),
         };
-        let primary = topology.primary.filter(|p| !excluded.contains(p));
+        let primary = topology
+            .primary
+            .filter(|&p| !excluded.contains(&p) && topology.nodes[p].state == NodeState::Up);
         let mut candidates = fresh;
         match (self.routing.primary_reads, primary) {
             (PrimaryReads::Always, Some(p)) if session.tag.is_none() => candidates.push(p),
@@ -301,12 +326,27 @@ impl Router {
     }
 
     /// Marks a transaction as running on `node` until the guard drops.
+    /// A transaction bound for the primary must check [`Self::changing_primary`]
+    /// after this: a switchover waits for these counts to drop to zero after
+    /// announcing itself, so one of the two always sees the other.
     pub fn start_transaction(self: &Arc<Self>, node: usize) -> InFlight {
-        self.nodes[node].in_flight.fetch_add(1, Ordering::Relaxed);
+        self.nodes[node].in_flight.fetch_add(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
         InFlight {
             router: self.clone(),
             node,
         }
+    }
+
+    /// Transactions running on `node` (or about to).
+    pub fn in_flight(&self, node: usize) -> usize {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.nodes[node].in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Whether a failover or switchover is moving the primary role.
+    pub fn changing_primary(&self) -> bool {
+        self.topology.load().changing_primary
     }
 
     /// Leaves a node that could not give a connection out of read routing
@@ -328,7 +368,13 @@ impl Router {
 
 /// The primary, or why there is none.
 fn primary_of(topology: &Topology) -> Result<usize, NoNode> {
+    if topology.changing_primary {
+        return Err(NoNode::ChangingPrimary);
+    }
     match topology.primary {
+        Some(p) if topology.nodes[p].state == NodeState::Down => {
+            Err(NoNode::PrimaryDown(topology.nodes[p].name.clone()))
+        }
         Some(p) => Ok(p),
         None if topology.split_brain() => Err(NoNode::SplitBrain(
             topology
@@ -345,7 +391,6 @@ fn primary_of(topology: &Topology) -> Result<usize, NoNode> {
 mod tests {
     use super::*;
     use crate::config::Role;
-    use crate::monitor::NodeState;
     use arc_swap::ArcSwap;
 
     /// A router and the topology it follows, for tests that change it.

@@ -10,8 +10,9 @@ use std::sync::{Mutex, OnceLock};
 
 use pgsplit::cluster::{LocalCluster, APP_DATABASE, APP_PASSWORD, APP_USER};
 use pgsplit::config::Config;
-use pgsplit::monitor::SharedTopology;
 use pgsplit::proxy::Proxy;
+use pgsplit::proxy::Shared;
+use std::sync::Arc;
 
 static CLUSTER: OnceLock<Mutex<Option<LocalCluster>>> = OnceLock::new();
 static DEFAULT_PROXY: OnceLock<SocketAddr> = OnceLock::new();
@@ -52,9 +53,10 @@ pub fn spawn_proxy(config: Config) -> SocketAddr {
     spawn_watched_proxy(config).0
 }
 
-/// Like [`spawn_proxy`], also returning the topology its monitor publishes,
-/// so tests can see what pgsplit believes about the nodes.
-pub fn spawn_watched_proxy(config: Config) -> (SocketAddr, SharedTopology) {
+/// Like [`spawn_proxy`], also returning the state it shares (the topology
+/// its monitor publishes, its monitor handle, fault injection), so tests
+/// can see what pgsplit believes about the nodes and act on it.
+pub fn spawn_watched_proxy(config: Config) -> (SocketAddr, Arc<Shared>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -65,8 +67,7 @@ pub fn spawn_watched_proxy(config: Config) -> (SocketAddr, SharedTopology) {
         runtime.block_on(async move {
             let proxy = Proxy::bind(config).await.expect("bind proxy");
             let address = proxy.local_addr().expect("local addr");
-            tx.send((address, proxy.topology()))
-                .expect("report address");
+            tx.send((address, proxy.shared())).expect("report address");
             proxy.run(std::future::pending()).await.expect("proxy runs");
         });
     });

@@ -3,6 +3,7 @@
 //! framed messages both ways, and keeps prepared statements and settings
 //! working although consecutive transactions may use different servers.
 
+mod acquire;
 mod consistency;
 mod parameters;
 mod routing;
@@ -36,7 +37,7 @@ use crate::protocol::messages::{self, error_fields};
 use crate::protocol::{PgError, SqlState};
 use crate::proxy::Shared;
 use crate::router::classify::{Classification, Hint};
-use crate::router::{InFlight, Need, SessionRoute};
+use crate::router::{InFlight, Need, NoNode, SessionRoute};
 use crate::sql::lexer::split_statements;
 use crate::sql::session::{setting_value, shown_setting};
 use crate::sql::{quote_literal, session_effect, SessionEffect};
@@ -330,7 +331,8 @@ impl Session {
         self.client_out
             .extend_from_slice(&messages::ready_for_query(b'I'));
         if self.pool_mode() == PoolMode::Session && primary == Some(node) {
-            self.attach(server, node);
+            let in_flight = router.start_transaction(node);
+            self.attach(server, in_flight);
         } else {
             server.release();
         }
@@ -364,8 +366,8 @@ impl Session {
         }
     }
 
-    fn attach(&mut self, server: PooledConnection, node: usize) {
-        self.in_flight = Some(self.shared.router.start_transaction(node));
+    fn attach(&mut self, server: PooledConnection, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
         cancel::publish(
             &self.cancel_key.slot,
             Some(CancelTarget {

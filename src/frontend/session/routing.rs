@@ -28,62 +28,19 @@ impl Session {
             // The plan already looked at this unit's statements.
             self.transaction_wrote |= unit.wrote();
         }
-        let mut need = match (unit, self.deferred_begin.is_some()) {
+        let need = match (unit, self.deferred_begin.is_some()) {
             (Some(unit), true) if unit.sets_transaction_read_only && !unit.wrote() => Need::Read,
             (Some(unit), false) => {
                 unit.need(&self.route, self.read_only_session(), self.recently_wrote())
             }
             _ => Need::Primary,
         };
-        let mut min_lsn = self.read_min_lsn(unit);
-        let router = self.shared.router.clone();
-        let mut failed = Vec::new();
-        let (mut server, node) = loop {
-            let pick = match router.choose(need, &self.route, &failed, min_lsn) {
-                Ok(pick) => pick,
-                Err(no_node) => {
-                    self.reject(no_node.to_error(), tag);
-                    return false;
-                }
-            };
-            let node = pick.node;
-            let checked_out = self.checkout(node).await;
-            match checked_out {
-                Ok(mut server) => {
-                    let Some(lsn) = pick.verify_lsn else {
-                        break (server, node);
-                    };
-                    match self.replica_has_replayed(&mut server, node, lsn).await {
-                        Ok(true) => break (server, node),
-                        Ok(false) => {
-                            // Not there yet: the primary has the client's writes.
-                            server.release();
-                            failed.push(node);
-                            min_lsn = None;
-                            need = Need::Primary;
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, node = router.node_name(node), "replica connection lost while checking its replay position");
-                            router.node_failed(node);
-                            failed.push(node);
-                        }
-                    }
-                }
-                Err(error) if Some(node) != router.primary() => {
-                    // Nothing was sent yet: the read can go elsewhere.
-                    tracing::warn!(%error, node = router.node_name(node), "replica unavailable, routing the read elsewhere");
-                    router.node_failed(node);
-                    failed.push(node);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "no server connection for client");
-                    let code = match error {
-                        CheckoutError::Timeout(_) => SqlState::TOO_MANY_CONNECTIONS,
-                        CheckoutError::Connect(_) => SqlState::CONNECTION_FAILURE,
-                    };
-                    self.reject(PgError::error(code, format!("pgsplit: {error}")), tag);
-                    return false;
-                }
+        let min_lsn = self.read_min_lsn(unit);
+        let (mut server, in_flight) = match self.acquire(need, min_lsn).await {
+            Ok(acquired) => acquired,
+            Err(error) => {
+                self.reject(error, tag);
+                return false;
             }
         };
         if let Err(error) = self.sync_settings(&mut server).await {
@@ -104,7 +61,7 @@ impl Session {
             return false;
         }
         self.commit_position_due = unit.is_some_and(|u| self.can_pipeline_commit_position(&u));
-        self.attach(server, node);
+        self.attach(server, in_flight);
         if let Some(begin) = self.deferred_begin.take() {
             // The client already saw BEGIN succeed: send it first, quietly.
             self.forward(&begin);

@@ -1,0 +1,95 @@
+//! Getting a server connection for a unit of work: choosing the node,
+//! falling back to another one for reads, checking a replica's replay
+//! position for read-your-writes, and waiting for a primary while one is
+//! being replaced.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// How often a write waiting for a primary looks again.
+const PRIMARY_POLL: Duration = Duration::from_millis(20);
+
+impl Session {
+    /// A connection for a unit with `need`, counted in flight on its node.
+    /// Reads try other nodes when one fails; writes (and anything bound for
+    /// the primary) wait up to `failover.client_wait` while there is no
+    /// usable primary, since nothing has been sent yet.
+    pub(super) async fn acquire(
+        &self,
+        mut need: Need,
+        mut min_lsn: Option<u64>,
+    ) -> Result<(PooledConnection, InFlight), PgError> {
+        let router = self.shared.router.clone();
+        let deadline = Instant::now() + self.shared.config.failover.client_wait;
+        let wait = || async {
+            if Instant::now() + PRIMARY_POLL > deadline {
+                return false;
+            }
+            tokio::time::sleep(PRIMARY_POLL).await;
+            true
+        };
+        let mut failed = Vec::new();
+        loop {
+            let pick = match router.choose(need, &self.route, &failed, min_lsn) {
+                Ok(pick) => pick,
+                Err(no_node) if no_node.is_transient() && wait().await => continue,
+                Err(no_node) => return Err(no_node.to_error()),
+            };
+            let node = pick.node;
+            let in_flight = router.start_transaction(node);
+            let on_primary = router.primary() == Some(node);
+            if on_primary && router.changing_primary() {
+                // A switchover began meanwhile: it must not see this transaction.
+                drop(in_flight);
+                if wait().await {
+                    continue;
+                }
+                return Err(NoNode::ChangingPrimary.to_error());
+            }
+            let error = match self.checkout(node).await {
+                Ok(mut server) => {
+                    let Some(lsn) = pick.verify_lsn else {
+                        return Ok((server, in_flight));
+                    };
+                    match self.replica_has_replayed(&mut server, node, lsn).await {
+                        Ok(true) => return Ok((server, in_flight)),
+                        Ok(false) => {
+                            // Not there yet: the primary has the client's writes.
+                            server.release();
+                            failed.push(node);
+                            min_lsn = None;
+                            need = Need::Primary;
+                            continue;
+                        }
+                        Err(error) => CheckoutError::Connect(ConnectError::Io {
+                            node: router.node_name(node).to_owned(),
+                            address: server.address.clone(),
+                            source: error,
+                        }),
+                    }
+                }
+                Err(error) => error,
+            };
+            drop(in_flight);
+            if !on_primary {
+                // Nothing was sent yet: the read can go elsewhere.
+                tracing::warn!(%error, node = router.node_name(node), "replica unavailable, routing the read elsewhere");
+                router.node_failed(node);
+                failed.push(node);
+                continue;
+            }
+            let unreachable = matches!(&error, CheckoutError::Connect(e) if e.is_unreachable());
+            if unreachable && wait().await {
+                tracing::debug!(%error, "primary unreachable; waiting for it or a new one");
+                continue;
+            }
+            tracing::warn!(%error, "no server connection for client");
+            let code = match error {
+                CheckoutError::Timeout(_) => SqlState::TOO_MANY_CONNECTIONS,
+                CheckoutError::Connect(_) => SqlState::CONNECTION_FAILURE,
+            };
+            return Err(PgError::error(code, format!("pgsplit: {error}")));
+        }
+    }
+}
