@@ -204,10 +204,20 @@ impl LocalCluster {
 
     /// Stops one node with `pg_ctl stop -m fast`, to simulate a node going away.
     pub fn stop_node(&self, node: &LocalNode) -> Result<()> {
+        self.pg_ctl_stop(node, "fast")
+    }
+
+    /// Stops one node with `pg_ctl stop -m immediate`: a crash, as far as
+    /// clients and replicas can tell.
+    pub fn kill_node(&self, node: &LocalNode) -> Result<()> {
+        self.pg_ctl_stop(node, "immediate")
+    }
+
+    fn pg_ctl_stop(&self, node: &LocalNode, mode: &str) -> Result<()> {
         let mut cmd = self.command("pg_ctl");
         cmd.arg("-D")
             .arg(&node.data_dir)
-            .args(["-m", "fast", "-w"])
+            .args(["-m", mode, "-w"])
             .arg("-t")
             .arg(PG_CTL_TIMEOUT_SECS.to_string())
             .arg("stop");
@@ -240,14 +250,7 @@ impl LocalCluster {
             if !node.pid_file().exists() {
                 continue;
             }
-            let mut cmd = self.command("pg_ctl");
-            cmd.arg("-D")
-                .arg(&node.data_dir)
-                .args(["-m", "immediate", "-w"])
-                .arg("-t")
-                .arg(PG_CTL_TIMEOUT_SECS.to_string())
-                .arg("stop");
-            if let Err(err) = self.run(cmd, Some(node)) {
+            if let Err(err) = self.kill_node(node) {
                 tracing::warn!(node = %node.name, "stopping node failed: {err:#}");
             }
         }

@@ -2,6 +2,7 @@
 //! and splits reads from writes. The binary in `main.rs` is a thin CLI over
 //! this library, so integration tests and benchmarks drive the same code.
 
+pub mod admin;
 pub mod backend;
 pub mod cluster;
 pub mod config;

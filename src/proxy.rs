@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::AdminServer;
 use crate::backend::{PoolSettings, Pools};
 use crate::config::Config;
 use crate::frontend::cancel::CancelRegistry;
@@ -89,6 +90,7 @@ pub struct Proxy {
     listener: TcpListener,
     shared: Arc<Shared>,
     monitor: Option<Monitor>,
+    admin: Option<AdminServer>,
 }
 
 impl Proxy {
@@ -144,16 +146,23 @@ impl Proxy {
         };
         let shared = Arc::new(shared);
         let monitor = Monitor::new(shared.clone(), server_tls, monitor_requests);
+        let admin = AdminServer::bind(shared.clone()).await?;
         Ok(Proxy {
             listener,
             shared,
             monitor,
+            admin: Some(admin),
         })
     }
 
     /// The state every session shares (for tests and the admin side).
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+
+    /// The admin endpoint's address (useful when `admin_listen` used port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     /// The address clients connect to (useful when `listen` used port 0).
@@ -171,6 +180,7 @@ impl Proxy {
             .monitor
             .take()
             .map(|monitor| tokio::spawn(monitor.run()));
+        let admin = self.admin.take().map(|admin| tokio::spawn(admin.run()));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -197,8 +207,8 @@ impl Proxy {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         pruner.abort();
-        if let Some(monitor) = monitor {
-            monitor.abort();
+        for task in [monitor, admin].into_iter().flatten() {
+            task.abort();
         }
         let counters = &self.shared.router.counters;
         tracing::info!(

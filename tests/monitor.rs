@@ -31,7 +31,8 @@ fn watched_proxy() -> (std::net::SocketAddr, Arc<Shared>) {
     config.routing.load_balance = LoadBalance::RoundRobin;
     config.routing.consistency = Consistency::Eventual;
     config.routing.max_lag_bytes = MAX_LAG_BYTES;
-    spawn_watched_proxy(config)
+    let proxy = spawn_watched_proxy(config);
+    (proxy.addr, proxy.shared)
 }
 
 /// The ports of the nodes that served `count` single-statement reads

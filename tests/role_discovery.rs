@@ -56,7 +56,8 @@ async fn writes_follow_a_replica_promoted_by_hand() {
     });
     let mut config = proxy_config("");
     config.monitor.as_mut().unwrap().interval = Duration::from_millis(100);
-    let (addr, shared) = spawn_watched_proxy(config);
+    let proxy = spawn_watched_proxy(config);
+    let (addr, shared) = (proxy.addr, proxy.shared);
     let topology = &shared.topology;
     let client = connect(addr).await;
     assert_eq!(write_port(&client).await.unwrap(), old_primary.port);

@@ -9,6 +9,7 @@
 //! 3. `Value` -> [`Config`] through `serde_path_to_error`,
 //! 4. semantic validation ([`validate`]).
 
+mod admin;
 mod duration;
 mod error;
 mod failover;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use admin::AdminConfig;
 pub use error::ConfigError;
 pub use failover::{FailoverConfig, FailoverMode};
 pub use monitor::MonitorConfig;
@@ -98,6 +100,9 @@ pub struct Config {
     /// Promotion of a replica when the primary fails.
     #[serde(default)]
     pub failover: FailoverConfig,
+    /// Access to the admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 /// Server connection pool settings.

@@ -357,9 +357,11 @@ impl Monitor {
         }
         match actions::in_recovery(&self.targets[node]).await {
             Ok(true) => {}
-            Ok(false) => return Err(format!(
+            Ok(false) => {
+                return Err(format!(
                 "{name} still runs as a primary; make it a replica of the current primary first"
-            )),
+            ))
+            }
             Err(error) => return Err(format!("{name} does not answer: {error:#}")),
         }
         self.fenced[node] = false;

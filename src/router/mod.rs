@@ -62,8 +62,6 @@ pub enum NoNode {
     SplitBrain(Vec<String>),
     /// No node is primary right now.
     NoPrimary,
-    /// The primary is down (it may be replaced soon).
-    PrimaryDown(String),
     /// A failover or switchover is moving the primary role.
     ChangingPrimary,
     /// No replica can serve the read and `primary_reads` is `never`.
@@ -73,10 +71,7 @@ pub enum NoNode {
 impl NoNode {
     /// Whether waiting may help: a new primary may be on its way.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            NoNode::NoPrimary | NoNode::PrimaryDown(_) | NoNode::ChangingPrimary
-        )
+        matches!(self, NoNode::NoPrimary | NoNode::ChangingPrimary)
     }
 
     /// What the client is told.
@@ -87,7 +82,6 @@ impl NoNode {
                 nodes.join(", ")
             ),
             NoNode::NoPrimary => "pgsplit: no primary is available right now".to_owned(),
-            NoNode::PrimaryDown(name) => format!("pgsplit: the primary {name} is down"),
             NoNode::ChangingPrimary => {
                 "pgsplit: the primary is being replaced (failover or switchover)".to_owned()
             }
@@ -372,9 +366,8 @@ fn primary_of(topology: &Topology) -> Result<usize, NoNode> {
         return Err(NoNode::ChangingPrimary);
     }
     match topology.primary {
-        Some(p) if topology.nodes[p].state == NodeState::Down => {
-            Err(NoNode::PrimaryDown(topology.nodes[p].name.clone()))
-        }
+        // A primary the monitor cannot reach may still be reachable from
+        // here; if not, the write waits for it or its replacement.
         Some(p) => Ok(p),
         None if topology.split_brain() => Err(NoNode::SplitBrain(
             topology

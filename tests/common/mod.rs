@@ -48,15 +48,25 @@ pub fn start_proxy(extra_yaml: &str) -> SocketAddr {
     spawn_proxy(proxy_config(extra_yaml))
 }
 
-/// Runs a pgsplit with `config` on its own runtime thread; returns its address.
-pub fn spawn_proxy(config: Config) -> SocketAddr {
-    spawn_watched_proxy(config).0
+/// A pgsplit running on its own runtime thread, as tests see it.
+pub struct RunningProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Where the admin API listens.
+    pub admin: SocketAddr,
+    /// The state it shares: the topology its monitor publishes, its
+    /// monitor handle, fault injection.
+    pub shared: Arc<Shared>,
 }
 
-/// Like [`spawn_proxy`], also returning the state it shares (the topology
-/// its monitor publishes, its monitor handle, fault injection), so tests
-/// can see what pgsplit believes about the nodes and act on it.
-pub fn spawn_watched_proxy(config: Config) -> (SocketAddr, Arc<Shared>) {
+/// Runs a pgsplit with `config` on its own runtime thread; returns its address.
+pub fn spawn_proxy(config: Config) -> SocketAddr {
+    spawn_watched_proxy(config).addr
+}
+
+/// Like [`spawn_proxy`], also giving access to what pgsplit believes about
+/// the nodes and to its admin API.
+pub fn spawn_watched_proxy(config: Config) -> RunningProxy {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -66,12 +76,43 @@ pub fn spawn_watched_proxy(config: Config) -> (SocketAddr, Arc<Shared>) {
             .expect("runtime");
         runtime.block_on(async move {
             let proxy = Proxy::bind(config).await.expect("bind proxy");
-            let address = proxy.local_addr().expect("local addr");
-            tx.send((address, proxy.shared())).expect("report address");
+            let running = RunningProxy {
+                addr: proxy.local_addr().expect("local addr"),
+                admin: proxy.admin_addr().expect("admin addr"),
+                shared: proxy.shared(),
+            };
+            tx.send(running).expect("report address");
             proxy.run(std::future::pending()).await.expect("proxy runs");
         });
     });
     rx.recv().expect("proxy started")
+}
+
+/// A POST to the admin API with a JSON body; returns the status code and body.
+pub fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect to the admin API");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: pgsplit\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A pgsplit config for the shared cluster with `extra` top-level YAML,
@@ -147,3 +188,4 @@ pub fn primary_sql_in(database: &str, sql: &str) -> String {
             .expect("run SQL on the primary")
     })
 }
+pub mod bank;
