@@ -238,6 +238,44 @@ impl LocalCluster {
         self.run(cmd, Some(node)).map(drop)
     }
 
+    /// Turns a former primary into a streaming replica of `primary`, as an
+    /// operator would after a failover: clean stop, `pg_rewind` from the new
+    /// primary, `standby.signal` and `primary_conninfo`, start.
+    pub fn rejoin_as_replica(&self, node: &LocalNode, primary: &LocalNode) -> Result<()> {
+        if node.pid_file().exists() {
+            self.stop_node(node)?;
+        }
+        let source = format!(
+            "host=127.0.0.1 port={} user={} password={} dbname=postgres",
+            primary.port,
+            SUPERUSER,
+            conninfo_quote(&self.superuser_password)
+        );
+        let mut cmd = self.command("pg_rewind");
+        cmd.arg("--target-pgdata")
+            .arg(&node.data_dir)
+            .arg(format!("--source-server={source}"));
+        self.run(cmd, Some(node))
+            .with_context(|| format!("pg_rewind of {}", node.name))?;
+        let signal = node.data_dir.join("standby.signal");
+        write_private_file(&signal, "")?;
+        if let Some(user) = &self.run_as {
+            chown(&signal, user)?;
+        }
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user={} password={} application_name={}",
+            primary.port,
+            SUPERUSER,
+            conninfo_quote(&self.superuser_password),
+            node.name
+        );
+        append_lines(
+            &node.data_dir.join("postgresql.auto.conf"),
+            &[format!("primary_conninfo = {}", conf_quote(&conninfo))],
+        )?;
+        self.start_node(node)
+    }
+
     /// Fast stop followed by start, to simulate a node restart (connections are dropped).
     pub fn restart_node(&self, node: &LocalNode) -> Result<()> {
         self.stop_node(node)?;
@@ -307,7 +345,7 @@ impl LocalCluster {
             "hot_standby = on".to_string(),
             "fsync = off".to_string(),
             "synchronous_commit = on".to_string(),
-            "full_page_writes = off".to_string(),
+            "full_page_writes = on".to_string(),
             "max_connections = 300".to_string(),
             "shared_buffers = 32MB".to_string(),
             "wal_keep_size = 256MB".to_string(),
@@ -315,6 +353,8 @@ impl LocalCluster {
             "password_encryption = 'scram-sha-256'".to_string(),
             // Replicas reconnect quickly after the primary restarts (default is 5 s).
             "wal_retrieve_retry_interval = '250ms'".to_string(),
+            // pg_rewind can turn a former primary into a replica.
+            "wal_log_hints = on".to_string(),
         ];
         append_lines(&node.data_dir.join("postgresql.conf"), &conf)?;
         self.ensure_hba(&node)?;
