@@ -22,7 +22,9 @@ fn first_value(messages: &[SimpleQueryMessage]) -> Option<String> {
 /// tests terminate and whose server they restart.
 fn proxy() -> std::net::SocketAddr {
     static PROXY: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
-    *PROXY.get_or_init(|| start_proxy("routing: { route: primary }\n"))
+    *PROXY.get_or_init(|| {
+        start_proxy("routing: { route: primary }\nfailover: { mode: manual, client_wait: 1s }\n")
+    })
 }
 
 /// Polls the primary until a backend matching `filter` shows up, returning its pid.
@@ -47,7 +49,7 @@ async fn everything_in_order() {
     server_killed_mid_extended_batch_does_not_hang().await;
     server_killed_while_client_idles_in_transaction_is_reported().await;
     pools_recover_after_a_server_restart().await;
-    login_fails_cleanly_while_the_primary_is_down().await;
+    writes_fail_cleanly_while_the_primary_is_down().await;
 }
 
 async fn server_killed_mid_query_gives_an_error_and_the_next_query_works() {
@@ -135,15 +137,21 @@ async fn pools_recover_after_a_server_restart() {
     fresh.simple_query("SELECT 1").await.unwrap();
 }
 
-async fn login_fails_cleanly_while_the_primary_is_down() {
+async fn writes_fail_cleanly_while_the_primary_is_down() {
     let addr = proxy();
     with_cluster(|c| c.stop_node(c.primary())).unwrap();
-    let error = try_connect(&common::app_url(addr))
-        .await
-        .expect_err("login must fail");
+    // A replica greets the client; its statements (all for the primary
+    // here) wait failover.client_wait for a primary, then fail.
+    let client = try_connect(&common::app_url(addr)).await.unwrap();
+    let started = Instant::now();
+    let error = client.simple_query("SELECT 8").await.unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     with_cluster(|c| c.start_node(c.primary())).unwrap();
-    let client = connect(addr).await;
     assert_eq!(
         first_value(&client.simple_query("SELECT 9").await.unwrap()).as_deref(),
         Some("9")

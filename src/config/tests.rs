@@ -798,3 +798,28 @@ fn monitor_and_consistency_settings() {
         assert_contains(&error(&with(extra)), field);
     }
 }
+
+#[test]
+fn failover_and_admin_settings() {
+    let c = parse(MINIMAL);
+    assert_eq!(c.failover.mode, FailoverMode::Auto);
+    assert_eq!(c.failover.timeout, Duration::from_secs(3));
+    assert_eq!(c.failover.client_wait, Duration::from_secs(10));
+    assert_eq!(c.admin.token, None);
+    assert!(c.nodes[0].promote);
+    let c = parse(
+        "nodes:\n  - { name: pg1, host: db1, role: primary }\n  - { name: pg2, host: db2, role: replica, promote: false, priority: 3 }\nusers: [{ name: app, password: secret }]\nfailover: { mode: external, timeout: 5s, rejoin_command: /bin/true }\nadmin: { token: s3cret }\n",
+    );
+    assert_eq!(c.failover.mode, FailoverMode::External);
+    assert_eq!(c.failover.rejoin_command.as_deref(), Some("/bin/true"));
+    assert_eq!((c.nodes[1].promote, c.nodes[1].priority), (false, 3));
+    assert!(!format!("{:?}", c.admin).contains("s3cret"));
+    for (extra, field) in [
+        ("failover: { mode: sometimes }", "failover.mode"),
+        ("failover: { timeout: 0s }", "failover.timeout"),
+        ("failover: { client_wait: 0s }", "failover.client_wait"),
+        ("admin: { password: x }", "admin"),
+    ] {
+        assert_contains(&error(&with(extra)), field);
+    }
+}

@@ -155,6 +155,19 @@ pub struct Session {
     finished: bool,
 }
 
+/// The FATAL a client gets when no server connection could greet it.
+fn login_failure(error: CheckoutError) -> Bytes {
+    match error {
+        CheckoutError::Connect(ConnectError::Refused { error, .. }) => error.bytes().clone(),
+        CheckoutError::Timeout(_) => {
+            PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, format!("pgsplit: {error}")).to_message()
+        }
+        CheckoutError::Connect(other) => {
+            PgError::fatal(SqlState::CONNECTION_FAILURE, other.to_string()).to_message()
+        }
+    }
+}
+
 /// Reads more server bytes if a server connection is attached; otherwise
 /// never completes, so it can sit in a `select!`.
 async fn fill(server: &mut Option<PooledConnection>) -> io::Result<()> {
@@ -288,32 +301,27 @@ impl Session {
     /// connection is taken now so that an unknown database or an invalid
     /// startup setting fails the login, as it would on PostgreSQL.
     async fn greet(&mut self) -> Result<(), Bytes> {
-        // Without a primary (split brain, failover) reads still work: greet
-        // from a replica then.
-        let router = self.shared.router.clone();
-        let primary = router.primary();
-        let node = match primary {
-            Some(node) => node,
-            None => {
-                router
-                    .choose(Need::Read, &self.route, &[], None)
-                    .map_err(|no_node| {
-                        PgError::fatal(SqlState::CONNECTION_FAILURE, no_node.to_error().message)
-                            .to_message()
-                    })?
-                    .node
-            }
+        // Without a reachable primary (split brain, failover) reads still
+        // work: greet from a replica then.
+        let primary = self.shared.router.primary();
+        let greeting = match primary {
+            Some(node) => match self.checkout(node).await {
+                Ok(server) => Ok((server, node)),
+                Err(CheckoutError::Connect(error)) if error.is_unreachable() => self
+                    .checkout_replica()
+                    .await
+                    .ok_or_else(|| login_failure(CheckoutError::Connect(error))),
+                Err(error) => Err(login_failure(error)),
+            },
+            None => self.checkout_replica().await.ok_or_else(|| {
+                PgError::fatal(
+                    SqlState::CONNECTION_FAILURE,
+                    "pgsplit: no node can serve this session",
+                )
+                .to_message()
+            }),
         };
-        let mut server = self.checkout(node).await.map_err(|error| match error {
-            CheckoutError::Connect(ConnectError::Refused { error, .. }) => error.bytes().clone(),
-            CheckoutError::Timeout(_) => {
-                PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, format!("pgsplit: {error}"))
-                    .to_message()
-            }
-            CheckoutError::Connect(other) => {
-                PgError::fatal(SqlState::CONNECTION_FAILURE, other.to_string()).to_message()
-            }
-        })?;
+        let (mut server, node) = greeting?;
         if let Err(error) = self.sync_settings(&mut server).await {
             return Err(error.to_message("FATAL"));
         }
@@ -331,12 +339,29 @@ impl Session {
         self.client_out
             .extend_from_slice(&messages::ready_for_query(b'I'));
         if self.pool_mode() == PoolMode::Session && primary == Some(node) {
-            let in_flight = router.start_transaction(node);
+            let in_flight = self.shared.router.start_transaction(node);
             self.attach(server, in_flight);
         } else {
             server.release();
         }
         Ok(())
+    }
+
+    /// A connection to some replica that may serve reads, if any gives one
+    /// (whatever the session's route: this is only for the greeting).
+    async fn checkout_replica(&self) -> Option<(PooledConnection, usize)> {
+        let any_replica = SessionRoute {
+            route: Route::Replica,
+            tag: None,
+        };
+        let primary = Vec::from_iter(self.shared.router.primary());
+        let pick = self
+            .shared
+            .router
+            .choose(Need::Read, &any_replica, &primary, None)
+            .ok()?;
+        let server = self.checkout(pick.node).await.ok()?;
+        Some((server, pick.node))
     }
 
     /// Takes a server connection from `node`'s pool.
