@@ -20,29 +20,8 @@ CLIENTS=${CLIENTS:-16}
 THREADS=${THREADS:-2}
 DURATION=${DURATION:-15}
 SCALE=${SCALE:-10}
-PGBENCH=${PGBENCH:-$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | sort -V | tail -1)}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-cargo build --release --quiet
-work=$(mktemp -d)
-chmod 755 "$work"
-port=$(free_port)
-PGSPLIT_LOG=warn ./target/release/pgsplit demo --listen "127.0.0.1:$port" >"$work/demo.log" 2>&1 &
-demo=$!
-cleanup() {
-  kill -TERM $demo 2>/dev/null
-  wait 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for _ in $(seq 1 120); do
-  grep -q "Connect with" "$work/demo.log" && break
-  kill -0 $demo 2>/dev/null || { cat "$work/demo.log"; exit 1; }
-  sleep 0.5
-done
-primary=$(awk '$1 == "pg1" { split($4, a, ":"); print a[2] }' "$work/demo.log")
-export PGPASSWORD=app
+source bench/lib.sh
+start_demo
 "$PGBENCH" -i -q -s "$SCALE" "postgresql://app@127.0.0.1:$primary/app" >/dev/null 2>&1
 
 cat >"$work/write.sql" <<SQL

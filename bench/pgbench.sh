@@ -15,31 +15,8 @@ CLIENTS=${CLIENTS:-16}
 THREADS=${THREADS:-2}
 DURATION=${DURATION:-20}
 SCALE=${SCALE:-10}
-PGBENCH=${PGBENCH:-$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | sort -V | tail -1)}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-cargo build --release --quiet
-work=$(mktemp -d)
-chmod 755 "$work"
-port=$(free_port)
-PGSPLIT_LOG=warn ./target/release/pgsplit demo --listen "127.0.0.1:$port" >"$work/demo.log" 2>&1 &
-demo=$!
-bouncer=""
-cleanup() {
-  [ -n "$bouncer" ] && kill "$bouncer" 2>/dev/null
-  kill -TERM $demo 2>/dev/null
-  wait 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for _ in $(seq 1 120); do
-  grep -q "Connect with" "$work/demo.log" && break
-  kill -0 $demo 2>/dev/null || { cat "$work/demo.log"; exit 1; }
-  sleep 0.5
-done
-primary=$(awk '$1 == "pg1" { split($4, a, ":"); print a[2] }' "$work/demo.log")
-export PGPASSWORD=app
+source bench/lib.sh
+start_demo
 direct="postgresql://app@127.0.0.1:$primary/app"
 proxied="postgresql://app@127.0.0.1:$port/app"
 
@@ -67,7 +44,7 @@ INI
   else
     pgbouncer -q "$work/pgbouncer.ini" 2>"$work/pgbouncer.err" &
   fi
-  bouncer=$!
+  extra_pids=$!
   sleep 1
   pgbouncer_url="postgresql://app@127.0.0.1:$bport/app"
 fi
@@ -85,7 +62,7 @@ tps() { # url mode: prints TPS, or "failed" when a transaction failed or a clien
 }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}x')" 2>/dev/null || echo n/a; }
 
-ports=$(awk '$1 ~ /^pg[0-9]+$/ { split($4, a, ":"); print a[2] }' "$work/demo.log")
+ports=$(awk '$1 ~ /^pg[0-9]+$/ { split($4, a, ":"); print a[2] }' "$demo_log")
 commits() { # xact_commit of database app on every node, space separated
   for p in $ports; do
     psql -XAtq "postgresql://app@127.0.0.1:$p/app" -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'app'"

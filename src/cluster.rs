@@ -257,22 +257,7 @@ impl LocalCluster {
             .arg(format!("--source-server={source}"));
         self.run(cmd, Some(node))
             .with_context(|| format!("pg_rewind of {}", node.name))?;
-        let signal = node.data_dir.join("standby.signal");
-        write_private_file(&signal, "")?;
-        if let Some(user) = &self.run_as {
-            chown(&signal, user)?;
-        }
-        let conninfo = format!(
-            "host=127.0.0.1 port={} user={} password={} application_name={}",
-            primary.port,
-            SUPERUSER,
-            conninfo_quote(&self.superuser_password),
-            node.name
-        );
-        append_lines(
-            &node.data_dir.join("postgresql.auto.conf"),
-            &[format!("primary_conninfo = {}", conf_quote(&conninfo))],
-        )?;
+        self.make_standby_of(node, primary)?;
         self.start_node(node)
     }
 
@@ -448,11 +433,23 @@ impl LocalCluster {
         // `-R` writes primary_conninfo (normally including the password from
         // PGPASSWORD) but with application_name=pg_basebackup's default; write our
         // own so pg_stat_replication shows the node name. The last setting wins.
-        let auto_conf = node.data_dir.join("postgresql.auto.conf");
-        if !node.data_dir.join("standby.signal").exists() {
-            write_private_file(&node.data_dir.join("standby.signal"), "")?;
+        self.make_standby_of(&node, &primary)?;
+        append_lines(
+            &node.data_dir.join("postgresql.conf"),
+            &[format!("port = {}", node.port)],
+        )?;
+        self.start_new_node(index)
+    }
+
+    /// Makes a stopped node's data directory a standby of `primary`:
+    /// `standby.signal` and a `primary_conninfo` naming the node (as
+    /// `application_name`), which wins over earlier ones.
+    fn make_standby_of(&self, node: &LocalNode, primary: &LocalNode) -> Result<()> {
+        let signal = node.data_dir.join("standby.signal");
+        if !signal.exists() {
+            write_private_file(&signal, "")?;
             if let Some(user) = &self.run_as {
-                chown(&node.data_dir.join("standby.signal"), user)?;
+                chown(&signal, user)?;
             }
         }
         let conninfo = format!(
@@ -463,14 +460,9 @@ impl LocalCluster {
             node.name
         );
         append_lines(
-            &auto_conf,
+            &node.data_dir.join("postgresql.auto.conf"),
             &[format!("primary_conninfo = {}", conf_quote(&conninfo))],
-        )?;
-        append_lines(
-            &node.data_dir.join("postgresql.conf"),
-            &[format!("port = {}", node.port)],
-        )?;
-        self.start_new_node(index)
+        )
     }
 
     /// Starts a freshly created node; if its port was taken meanwhile, retries once on a new port.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::connection::open_stream;
 use super::tls::ServerTls;
+use crate::config::Config;
 
 /// Where and as whom to open a query client.
 #[derive(Clone)]
@@ -20,6 +21,34 @@ pub struct QueryTarget {
     /// Shown in `pg_stat_activity`, so operators can tell pgsplit's queries apart.
     pub application_name: &'static str,
     pub tls: Option<ServerTls>,
+}
+
+impl QueryTarget {
+    /// Every node of `config`, as the `monitor` user (none without one).
+    pub fn monitor_targets(
+        config: &Config,
+        tls: Option<ServerTls>,
+        database: &str,
+        application_name: &'static str,
+    ) -> Vec<QueryTarget> {
+        let Some(monitor) = &config.monitor else {
+            return Vec::new();
+        };
+        config
+            .nodes
+            .iter()
+            .map(|node| QueryTarget {
+                node_name: node.name.clone(),
+                host: node.host.clone(),
+                port: node.port,
+                user: monitor.user.clone(),
+                password: monitor.password.clone(),
+                database: database.to_owned(),
+                application_name,
+                tls: tls.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Opens a client within `timeout`; the connection's I/O runs on its own task.

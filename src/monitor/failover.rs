@@ -395,20 +395,12 @@ mod tests {
         }
     }
 
-    fn replica(name: &str, wal_lsn: u64, receiver_state: Option<WalReceiver>) -> NodeStatus {
+    fn replica(name: &str, wal_lsn: u64, receiver: Option<WalReceiver>) -> NodeStatus {
         NodeStatus {
-            name: name.to_owned(),
-            role: Role::Replica,
-            state: NodeState::Up,
             wal_lsn: Some(wal_lsn),
             replay_lsn: Some(wal_lsn),
-            lag_bytes: None,
-            lag_seconds: None,
-            last_replayed_commit_age: None,
-            check_latency: None,
-            last_error: None,
-            replication: Vec::new(),
-            receiver: receiver_state,
+            receiver,
+            ..NodeStatus::unchecked(name, Role::Replica)
         }
     }
 

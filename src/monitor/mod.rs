@@ -77,20 +77,7 @@ impl Monitor {
     ) -> Option<Monitor> {
         let config = &shared.config;
         let settings = config.monitor.clone()?;
-        let targets: Vec<QueryTarget> = config
-            .nodes
-            .iter()
-            .map(|node| QueryTarget {
-                node_name: node.name.clone(),
-                host: node.host.clone(),
-                port: node.port,
-                user: settings.user.clone(),
-                password: settings.password.clone(),
-                database: "postgres".to_owned(),
-                application_name: "pgsplit-monitor",
-                tls: tls.clone(),
-            })
-            .collect();
+        let targets = QueryTarget::monitor_targets(config, tls, "postgres", "pgsplit-monitor");
         let count = targets.len();
         Some(Monitor {
             thresholds: Thresholds {

@@ -98,6 +98,26 @@ pub struct NodeStatus {
     pub receiver: Option<WalReceiver>,
 }
 
+impl NodeStatus {
+    /// A node nothing is known about yet but its name and expected role.
+    pub fn unchecked(name: &str, role: Role) -> NodeStatus {
+        NodeStatus {
+            name: name.to_owned(),
+            role,
+            state: NodeState::Up,
+            wal_lsn: None,
+            replay_lsn: None,
+            lag_bytes: None,
+            lag_seconds: None,
+            last_replayed_commit_age: None,
+            check_latency: None,
+            last_error: None,
+            replication: Vec::new(),
+            receiver: None,
+        }
+    }
+}
+
 /// The published picture of the whole cluster.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Topology {
@@ -139,20 +159,7 @@ impl Topology {
             nodes: config
                 .nodes
                 .iter()
-                .map(|node| NodeStatus {
-                    name: node.name.clone(),
-                    role: node.role,
-                    state: NodeState::Up,
-                    wal_lsn: None,
-                    replay_lsn: None,
-                    lag_bytes: None,
-                    lag_seconds: None,
-                    last_replayed_commit_age: None,
-                    check_latency: None,
-                    last_error: None,
-                    replication: Vec::new(),
-                    receiver: None,
-                })
+                .map(|node| NodeStatus::unchecked(&node.name, node.role))
                 .collect(),
             primary: Some(config.primary_index()),
             competing_primaries: Vec::new(),

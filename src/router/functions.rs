@@ -47,23 +47,8 @@ impl FunctionCatalog {
         tls: Option<ServerTls>,
         topology: SharedTopology,
     ) -> FunctionCatalog {
-        let sources = match &config.monitor {
-            None => Vec::new(),
-            Some(monitor) => config
-                .nodes
-                .iter()
-                .map(|node| QueryTarget {
-                    node_name: node.name.clone(),
-                    host: node.host.clone(),
-                    port: node.port,
-                    user: monitor.user.clone(),
-                    password: monitor.password.clone(),
-                    database: String::new(),
-                    application_name: "pgsplit-catalog",
-                    tls: tls.clone(),
-                })
-                .collect(),
-        };
+        // The database is set per load.
+        let sources = QueryTarget::monitor_targets(config, tls, "", "pgsplit-catalog");
         FunctionCatalog {
             routing: config.routing.clone(),
             sources,
