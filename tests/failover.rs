@@ -33,16 +33,7 @@ async fn value(client: &tokio_postgres::Client, sql: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_primary_is_replaced_without_losing_acknowledged_writes() {
     let (old_primary, replicas) = with_cluster(|c| {
-        for node in c.nodes() {
-            c.psql(
-                node,
-                "postgres",
-                "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (pg2, pg3)'",
-            )
-            .unwrap();
-            c.psql(node, "postgres", "SELECT pg_reload_conf()").unwrap();
-        }
-        bank::create_tables(c);
+        bank::set_up(c, "'ANY 1 (pg2, pg3)'");
         (c.primary().clone(), c.replicas().to_vec())
     });
     let mut config = proxy_config("");

@@ -16,16 +16,7 @@ use pgsplit::monitor::NodeState;
 async fn switchover_under_load_fails_no_transaction_and_the_old_primary_rejoins() {
     let marker = tempfile::NamedTempFile::new().unwrap();
     let (pg1, pg2) = with_cluster(|c| {
-        for node in c.nodes() {
-            c.psql(
-                node,
-                "postgres",
-                "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (pg1, pg2, pg3)'",
-            )
-            .unwrap();
-            c.psql(node, "postgres", "SELECT pg_reload_conf()").unwrap();
-        }
-        bank::create_tables(c);
+        bank::set_up(c, "'ANY 1 (pg1, pg2, pg3)'");
         (c.primary().clone(), c.replicas()[0].clone())
     });
     let mut config = proxy_config("");

@@ -13,8 +13,20 @@ use pgsplit::cluster::{LocalCluster, APP_DATABASE};
 pub const ACCOUNTS: i64 = 100;
 pub const OPENING_BALANCE: i64 = 1000;
 
-/// Creates the accounts and transfers tables on the primary.
-pub fn create_tables(cluster: &LocalCluster) {
+/// Requires synchronous replication (`synchronous_standby_names`, on every
+/// node so that a promoted one requires it too) and creates the accounts
+/// and transfers tables on the primary.
+pub fn set_up(cluster: &LocalCluster, synchronous_standby_names: &str) {
+    for node in cluster.nodes() {
+        let sql =
+            format!("ALTER SYSTEM SET synchronous_standby_names = {synchronous_standby_names}");
+        cluster
+            .psql(node, "postgres", &sql)
+            .expect("set synchronous_standby_names");
+        cluster
+            .psql(node, "postgres", "SELECT pg_reload_conf()")
+            .expect("reload");
+    }
     cluster
         .psql(
             cluster.primary(),
