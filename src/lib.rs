@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod frontend;
 pub mod lsn;
+pub mod metrics;
 pub mod monitor;
 pub mod net;
 pub mod protocol;

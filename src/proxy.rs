@@ -18,10 +18,12 @@ use crate::admin::AdminServer;
 use crate::backend::{PoolSettings, Pools};
 use crate::config::Config;
 use crate::frontend::cancel::CancelRegistry;
+use crate::frontend::clients::ClientRegistry;
 use crate::frontend::login::{login, LoginOutcome};
 use crate::frontend::session::Session;
 use crate::frontend::statements::StatementNames;
 use crate::frontend::tls;
+use crate::metrics::Metrics;
 use crate::monitor::faults::ProbeFaults;
 use crate::monitor::{Monitor, MonitorHandle, SharedTopology, Topology};
 use crate::protocol::scram::ScramVerifier;
@@ -61,7 +63,13 @@ pub struct Shared {
     pub monitor: MonitorHandle,
     /// Checks made to fail on purpose (tests of the failure rule).
     pub faults: ProbeFaults,
-    clients: AtomicUsize,
+    /// What the data path counts.
+    pub metrics: Metrics,
+    /// `PAUSE`: new transactions wait while this is `true`.
+    paused: watch::Sender<bool>,
+    /// The logged-in clients.
+    pub clients: Arc<ClientRegistry>,
+    connections: AtomicUsize,
 }
 
 impl Shared {
@@ -70,9 +78,31 @@ impl Shared {
         self.credentials.get(user)
     }
 
+    /// Holds new transactions (`true`) or lets them go again, like
+    /// PgBouncer's `PAUSE` and `RESUME`; running transactions carry on.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+        tracing::info!(
+            paused,
+            "new transactions {}",
+            if paused { "held" } else { "released" }
+        );
+    }
+
+    /// Whether new transactions are held.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Returns once new transactions may start.
+    pub async fn wait_while_paused(&self) {
+        let mut paused = self.paused.subscribe();
+        let _ = paused.wait_for(|paused| !*paused).await;
+    }
+
     /// Client connections open right now, logged in or not.
     pub fn client_count(&self) -> usize {
-        self.clients.load(Ordering::Relaxed)
+        self.connections.load(Ordering::Relaxed)
     }
 }
 
@@ -81,7 +111,7 @@ struct ClientGuard(Arc<Shared>);
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -136,12 +166,15 @@ impl Proxy {
             topology,
             monitor: monitor_handle,
             faults: ProbeFaults::new(config.nodes.len()),
+            metrics: Metrics::new(config.nodes.len()),
+            paused: watch::Sender::new(false),
+            clients: Arc::new(ClientRegistry::default()),
             credentials,
             pools,
             cancels: Arc::new(CancelRegistry::default()),
             statement_names: StatementNames::default(),
             tls,
-            clients: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             config,
         };
         let shared = Arc::new(shared);
@@ -186,7 +219,7 @@ impl Proxy {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((socket, peer)) => {
-                        self.shared.clients.fetch_add(1, Ordering::Relaxed);
+                        self.shared.connections.fetch_add(1, Ordering::Relaxed);
                         let guard = ClientGuard(self.shared.clone());
                         tokio::spawn(serve_client(guard, socket, peer, sessions_stop.clone()));
                     }
@@ -213,7 +246,7 @@ impl Proxy {
         let counters = &self.shared.router.counters;
         tracing::info!(
             unparsed_statements = counters.unparsed.load(Ordering::Relaxed),
-            replica_fallbacks = counters.replica_fallbacks.load(Ordering::Relaxed),
+            fallbacks = ?counters.fallbacks(),
             "stopped"
         );
         Ok(())
@@ -233,7 +266,9 @@ async fn serve_client(
     let outcome =
         tokio::time::timeout(shared.config.client_login_timeout, login(&shared, socket)).await;
     match outcome {
-        Ok(LoginOutcome::Authenticated(client)) => Session::run(shared, client, shutdown).await,
+        Ok(LoginOutcome::Authenticated(client)) => {
+            Session::run(shared, client, peer, shutdown).await
+        }
         Ok(LoginOutcome::Cancelled | LoginOutcome::Closed) => {}
         Err(_) => {
             tracing::info!(%peer, "client did not finish logging in within client_login_timeout")

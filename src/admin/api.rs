@@ -14,18 +14,28 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::{exposition, health};
 use crate::monitor::Request;
 use crate::proxy::Shared;
 
 /// The API's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
     let actions = Router::new()
+        .route("/api/pause", post(pause))
+        .route("/api/resume", post(resume))
         .route("/api/switchover", post(switchover))
         .route("/api/promote", post(promote))
         .route("/api/nodes/{name}/rejoin", post(rejoin))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authorize));
     Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/live", get(live))
+        .route("/ready", get(ready))
         .route("/api/nodes", get(nodes))
+        .route("/api/pools", get(pools))
+        .route("/api/clients", get(clients))
+        .route("/api/config", get(config))
         .merge(actions)
         .with_state(shared)
 }
@@ -34,6 +44,94 @@ pub fn router(shared: Arc<Shared>) -> Router {
 #[derive(Deserialize)]
 struct Target {
     target: Option<String>,
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        exposition::render(&shared),
+    )
+        .into_response()
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let report = health::health(&shared.topology.load());
+    let status = if report.status == health::Status::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(report)).into_response()
+}
+
+async fn live() -> &'static str {
+    "ok\n"
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if health::ready(&shared.topology.load()) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no primary\n").into_response()
+    }
+}
+
+async fn pools(State(shared): State<Arc<Shared>>) -> Response {
+    let pools: Vec<_> = shared
+        .pools
+        .all()
+        .into_iter()
+        .map(|(key, pool)| {
+            json!({
+                "node": pool.node_name(),
+                "database": key.database,
+                "user": key.user,
+                "stats": pool.stats(),
+            })
+        })
+        .collect();
+    Json(pools).into_response()
+}
+
+async fn clients(State(shared): State<Arc<Shared>>) -> Response {
+    let names: Vec<&str> = shared
+        .config
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    let clients: Vec<_> = shared
+        .clients
+        .list()
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "peer": c.peer.to_string(),
+                "user": c.user,
+                "database": c.database,
+                "application_name": c.application_name,
+                "state": c.state(),
+                "node": c.node().and_then(|n| names.get(n)),
+                "connected_at": c.connected_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            })
+        })
+        .collect();
+    Json(clients).into_response()
+}
+
+async fn config(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.config.redacted()).into_response()
+}
+
+async fn pause(State(shared): State<Arc<Shared>>) -> Response {
+    shared.set_paused(true);
+    Json(json!({ "result": "new transactions are held" })).into_response()
+}
+
+async fn resume(State(shared): State<Arc<Shared>>) -> Response {
+    shared.set_paused(false);
+    Json(json!({ "result": "new transactions go ahead" })).into_response()
 }
 
 async fn nodes(State(shared): State<Arc<Shared>>) -> Response {

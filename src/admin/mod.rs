@@ -1,7 +1,11 @@
-//! The admin side on `admin_listen`: an HTTP API for operators and
-//! orchestration (node state, switchover, promotion, rejoining).
+//! The admin side on `admin_listen`: Prometheus metrics, health and
+//! readiness for load balancers and Kubernetes, and a JSON API for
+//! operators (nodes, pools, clients, config, pause/resume, switchover,
+//! promotion, rejoining).
 
 mod api;
+mod exposition;
+pub mod health;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

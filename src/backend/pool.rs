@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +51,20 @@ pub struct Pool {
     settings: PoolSettings,
     idle: Mutex<Vec<ServerConnection>>,
     permits: Arc<Semaphore>,
+    /// Clients waiting for a free slot right now.
+    waiting: AtomicUsize,
+}
+
+/// A pool's numbers, for the admin side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    pub size: usize,
+    /// Connections lent to clients.
+    pub active: usize,
+    /// Open connections waiting in the pool.
+    pub idle: usize,
+    /// Clients waiting for a connection.
+    pub waiting: usize,
 }
 
 impl Pool {
@@ -59,6 +74,7 @@ impl Pool {
             target,
             settings,
             idle: Mutex::new(Vec::new()),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -76,10 +92,15 @@ impl Pool {
         // The common case, a free slot, needs no timer.
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
-            Err(_) => tokio::time::timeout(wait, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| CheckoutError::Timeout(wait))?
-                .map_err(|_| CheckoutError::Timeout(wait))?,
+            Err(_) => {
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                let acquired =
+                    tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await;
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                acquired
+                    .map_err(|_| CheckoutError::Timeout(wait))?
+                    .map_err(|_| CheckoutError::Timeout(wait))?
+            }
         };
         let conn = match self.take_idle() {
             Some(conn) => conn,
@@ -114,6 +135,17 @@ impl Pool {
 
     fn is_reusable(&self, conn: &ServerConnection) -> bool {
         conn.age() < self.settings.max_lifetime && conn.idle_time() < self.settings.idle_timeout
+    }
+
+    /// Its current numbers.
+    pub fn stats(&self) -> PoolStats {
+        let size = self.settings.size;
+        PoolStats {
+            size,
+            active: size.saturating_sub(self.permits.available_permits()),
+            idle: lock(&self.idle).len(),
+            waiting: self.waiting.load(Ordering::Relaxed),
+        }
     }
 
     /// Closes idle connections past their idle timeout or lifetime.

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
+use serde::Serializer;
 
 const UNITS: &str = "us, ms, s, m, h, d";
 
@@ -98,6 +99,32 @@ impl Visitor<'_> for DurationVisitor {
     }
 }
 
+/// Writes a duration back the way it is configured (`500ms`, `3s`), for
+/// the effective config pgsplit shows.
+pub(super) fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format(*value))
+}
+
+/// The shortest exact spelling of `value` with one of the units.
+pub(super) fn format(value: Duration) -> String {
+    let nanos = value.as_nanos();
+    for (unit, size) in [
+        ("d", 86_400_000_000_000u128),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+    ] {
+        if nanos >= size && nanos % size == 0 {
+            return format!("{}{unit}", nanos / size);
+        }
+    }
+    if nanos == 0 {
+        return "0s".to_owned();
+    }
+    format!("{}us", value.as_micros())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +161,20 @@ mod tests {
         assert!(parse("99999999999999999999999999d")
             .unwrap_err()
             .contains("too large"));
+    }
+
+    #[test]
+    fn formats_back_to_the_shortest_unit() {
+        for (text, expected) in [
+            ("500ms", "500ms"),
+            ("3s", "3s"),
+            ("1.5s", "1500ms"),
+            ("90s", "90s"),
+            ("2h", "2h"),
+            ("0s", "0s"),
+            ("250us", "250us"),
+        ] {
+            assert_eq!(format(parse(text).unwrap()), expected);
+        }
     }
 }

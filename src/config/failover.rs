@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::duration;
 
 /// Failover settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverConfig {
     /// Who promotes a replica when the primary fails.
@@ -16,24 +16,15 @@ pub struct FailoverConfig {
     pub mode: FailoverMode,
     /// How long the primary must be unreachable (and lost by the replicas
     /// too) before it counts as failed.
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
     /// How long a new write waits for a primary (failover, switchover)
     /// before it gets an error.
-    #[serde(
-        default = "default_client_wait",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_client_wait", with = "duration")]
     pub client_wait: Duration,
     /// How long the other replicas get to stream from a new primary before
     /// they are marked `needs_rejoin`.
-    #[serde(
-        default = "default_follow_timeout",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_follow_timeout", with = "duration")]
     pub follow_timeout: Duration,
     /// Run (with `sh -c`) to bring a fenced former primary back as a
     /// replica, e.g. `pg_rewind` and a restart; `PGSPLIT_*` variables name
@@ -64,7 +55,7 @@ impl Default for FailoverConfig {
 }
 
 /// Who promotes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailoverMode {
     /// pgsplit detects the failure and promotes the best replica.

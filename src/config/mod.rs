@@ -27,7 +27,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use admin::AdminConfig;
 pub use error::ConfigError;
@@ -36,7 +36,7 @@ pub use monitor::MonitorConfig;
 pub use routing::{Consistency, LoadBalance, PrimaryReads, Route, RouteRule, RoutingConfig};
 
 /// Complete proxy configuration, as read from the YAML file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address (`host:port`) clients connect to.
@@ -58,22 +58,13 @@ pub struct Config {
     )]
     pub max_message_size: usize,
     /// How long a client may take to complete startup and authentication.
-    #[serde(
-        default = "defaults::client_login_timeout",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "defaults::client_login_timeout", with = "duration")]
     pub client_login_timeout: Duration,
     /// How long to wait for a TCP connection to a PostgreSQL node.
-    #[serde(
-        default = "defaults::server_connect_timeout",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "defaults::server_connect_timeout", with = "duration")]
     pub server_connect_timeout: Duration,
     /// How long a client waits for a pooled server connection.
-    #[serde(
-        default = "defaults::query_wait_timeout",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "defaults::query_wait_timeout", with = "duration")]
     pub query_wait_timeout: Duration,
     /// How clients authenticate to the proxy.
     #[serde(default)]
@@ -106,7 +97,7 @@ pub struct Config {
 }
 
 /// Server connection pool settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// When a server connection is returned to the pool.
@@ -119,16 +110,10 @@ pub struct PoolConfig {
     )]
     pub size: u32,
     /// Idle server connections older than this are closed.
-    #[serde(
-        default = "defaults::idle_timeout",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "defaults::idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
     /// Server connections are closed (when idle) after this age.
-    #[serde(
-        default = "defaults::max_lifetime",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "defaults::max_lifetime", with = "duration")]
     pub max_lifetime: Duration,
     /// Pooled prepared statements kept per server connection; the least
     /// recently used are closed beyond this (each costs server memory).
@@ -152,7 +137,7 @@ impl Default for PoolConfig {
 }
 
 /// Pooling granularity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// A server connection is held only for the duration of a transaction.
@@ -163,7 +148,7 @@ pub enum PoolMode {
 }
 
 /// Client authentication method offered by the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 pub enum AuthMethod {
     /// SCRAM-SHA-256 (recommended).
     #[default]
@@ -178,7 +163,7 @@ pub enum AuthMethod {
 }
 
 /// TLS settings for client connections.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Whether clients may or must use TLS.
@@ -193,7 +178,7 @@ pub struct TlsConfig {
 }
 
 /// Client-side TLS policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientTlsMode {
     /// Refuse TLS requests from clients.
@@ -206,7 +191,7 @@ pub enum ClientTlsMode {
 }
 
 /// TLS settings for connections to PostgreSQL nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// How strictly TLS is used and verified towards the nodes.
@@ -218,7 +203,7 @@ pub struct ServerTlsConfig {
 }
 
 /// Server-side TLS policy (same meaning as libpq's `sslmode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServerTlsMode {
     /// Never use TLS.
@@ -235,7 +220,7 @@ pub enum ServerTlsMode {
 }
 
 /// One PostgreSQL node behind the proxy.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Unique name used in logs and admin output.
@@ -269,7 +254,7 @@ pub struct NodeConfig {
 }
 
 /// Role of a node in read/write splitting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Receives writes and transactions; exactly one per configuration.
@@ -279,7 +264,7 @@ pub enum Role {
 }
 
 /// A user allowed to connect; the credentials are also used to log in to the nodes.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// PostgreSQL role name.
@@ -357,6 +342,29 @@ impl Config {
             .iter()
             .position(|n| n.role == Role::Primary)
             .unwrap_or(0)
+    }
+
+    /// The effective configuration as JSON with passwords and tokens
+    /// replaced, for `pgsplit check`, `/api/config` and `SHOW CONFIG`.
+    pub fn redacted(&self) -> serde_json::Value {
+        fn redact(value: &mut serde_json::Value) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, field) in map.iter_mut() {
+                        if matches!(key.as_str(), "password" | "token") && !field.is_null() {
+                            *field = serde_json::Value::String("<redacted>".to_owned());
+                        } else {
+                            redact(field);
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+                _ => {}
+            }
+        }
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        redact(&mut value);
+        value
     }
 
     /// Looks up a configured user by name (used during client authentication).

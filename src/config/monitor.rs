@@ -4,12 +4,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{duration, number};
 
 /// Credentials and timing for health checks and replication monitoring.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MonitorConfig {
     /// PostgreSQL role for monitoring queries (a superuser or `pg_monitor`).
@@ -17,16 +17,10 @@ pub struct MonitorConfig {
     /// Clear-text password for `user`.
     pub password: String,
     /// How often every node is checked.
-    #[serde(
-        default = "default_interval",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_interval", with = "duration")]
     pub interval: Duration,
     /// How long one check (connect and queries) may take before it counts as failed.
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
     /// Consecutive failed checks before a node is `down`.
     #[serde(

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{duration, size};
 
 /// Read/write splitting settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     /// The route of sessions no rule matches: `auto` splits reads from writes.
@@ -23,17 +23,14 @@ pub struct RoutingConfig {
     /// With `consistency: sticky` (or when `read_your_writes` could not learn
     /// a commit's position), a client's reads go to the primary for this
     /// long after it wrote; `0s` disables.
-    #[serde(
-        default = "default_sticky_after_write",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_sticky_after_write", with = "duration")]
     pub sticky_after_write: Duration,
     /// What a client may read from a replica after it wrote.
     #[serde(default)]
     pub consistency: Consistency,
     /// How long a read may wait for a replica to replay the client's last
     /// write before going to the primary (`read_your_writes`); `0s`: not at all.
-    #[serde(default, deserialize_with = "duration::deserialize")]
+    #[serde(default, with = "duration")]
     pub ryw_wait: Duration,
     /// A replica further behind the primary than this many bytes of WAL gets
     /// no reads; it is readmitted below half of it.
@@ -44,10 +41,7 @@ pub struct RoutingConfig {
     pub max_lag_bytes: usize,
     /// A replica further behind than this in time gets no reads; it is
     /// readmitted below half of it.
-    #[serde(
-        default = "default_max_lag",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_max_lag", with = "duration")]
     pub max_lag: Duration,
     /// Volatile functions known not to write, so `SELECT f()` may use a replica.
     #[serde(default)]
@@ -91,7 +85,7 @@ fn default_max_lag() -> Duration {
 }
 
 /// What reads a client may be served after its own writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {
     /// Any healthy replica within the lag limits, even right after a write.
@@ -104,7 +98,7 @@ pub enum Consistency {
 }
 
 /// Where a session's transactions go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Route {
     /// Reads to replicas, writes to the primary.
@@ -117,7 +111,7 @@ pub enum Route {
 }
 
 /// Replica selection policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadBalance {
     /// Fewest transactions in flight, relative to the node's weight.
@@ -130,7 +124,7 @@ pub enum LoadBalance {
 }
 
 /// When the primary serves reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PrimaryReads {
     /// Never: a read fails if no replica can serve it.
@@ -143,7 +137,7 @@ pub enum PrimaryReads {
 }
 
 /// A default route for some users or applications.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRule {
     /// Matches this user (any user when absent).

@@ -2,6 +2,7 @@
 //! session that forwards traffic to pooled server connections.
 
 pub mod cancel;
+pub mod clients;
 pub mod login;
 pub mod responses;
 pub mod session;

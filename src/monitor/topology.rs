@@ -27,6 +27,15 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    /// Every state, for metrics that list each.
+    pub const ALL: [NodeState; 5] = [
+        NodeState::Up,
+        NodeState::Down,
+        NodeState::Lagging,
+        NodeState::Fenced,
+        NodeState::NeedsRejoin,
+    ];
+
     /// The name used in logs, metrics and the API.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -113,7 +113,24 @@ pub struct RoutingCounters {
     /// Units sent to the primary because a statement could not be classified.
     pub unparsed: AtomicU64,
     /// Reads that went elsewhere because their replica gave no connection.
-    pub replica_fallbacks: AtomicU64,
+    pub replica_unavailable: AtomicU64,
+    /// Reads sent to the primary because no replica had replayed the
+    /// client's last write (read-your-writes).
+    pub replica_behind: AtomicU64,
+    /// Reads sent to the primary because no replica could serve them at all.
+    pub no_replica: AtomicU64,
+}
+
+impl RoutingCounters {
+    /// The fallback counters with their `reason` label.
+    pub fn fallbacks(&self) -> [(&'static str, u64); 3] {
+        [
+            ("replica_unavailable", &self.replica_unavailable),
+            ("replica_behind", &self.replica_behind),
+            ("no_replica", &self.no_replica),
+        ]
+        .map(|(reason, counter)| (reason, counter.load(Ordering::Relaxed)))
+    }
 }
 
 /// Chooses the node for each transaction.
@@ -251,7 +268,8 @@ impl Router {
         match (self.routing.primary_reads, primary) {
             (PrimaryReads::Always, Some(p)) if session.tag.is_none() => candidates.push(p),
             (PrimaryReads::Fallback, Some(p)) if candidates.is_empty() && replicas.is_empty() => {
-                return Ok(Pick::at(p))
+                self.counters.no_replica.fetch_add(1, Ordering::Relaxed);
+                return Ok(Pick::at(p));
             }
             _ => {}
         }
@@ -267,7 +285,10 @@ impl Router {
                     node,
                     verify_lsn: min_lsn,
                 }),
-                None => primary_of(&topology).map(Pick::at),
+                None => {
+                    self.counters.no_replica.fetch_add(1, Ordering::Relaxed);
+                    primary_of(&topology).map(Pick::at)
+                }
             };
         }
         Err(NoNode::NoReplica)
@@ -347,7 +368,7 @@ impl Router {
     /// for a moment, so every read does not pay for the same failure.
     pub fn node_failed(&self, node: usize) {
         self.counters
-            .replica_fallbacks
+            .replica_unavailable
             .fetch_add(1, Ordering::Relaxed);
         let until = self.now_ms() + FAILED_NODE_BACKOFF.as_millis() as u64;
         self.nodes[node]

@@ -90,10 +90,20 @@ pub fn spawn_watched_proxy(config: Config) -> RunningProxy {
 
 /// A POST to the admin API with a JSON body; returns the status code and body.
 pub fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    admin_request(admin, "POST", path, body)
+}
+
+/// A GET from the admin API; returns the status code and body.
+pub fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    admin_request(admin, "GET", path, "")
+}
+
+/// One HTTP/1.1 request to the admin API (no client library needed).
+fn admin_request(admin: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(admin).expect("connect to the admin API");
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: pgsplit\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: pgsplit\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream

@@ -20,6 +20,10 @@ impl Session {
         mut need: Need,
         mut min_lsn: Option<u64>,
     ) -> Result<(PooledConnection, InFlight), PgError> {
+        self.registration.entry.set(ClientState::Waiting, None);
+        if self.shared.is_paused() {
+            self.shared.wait_while_paused().await;
+        }
         let router = self.shared.router.clone();
         let deadline = Instant::now() + self.shared.config.failover.client_wait;
         let wait = || async {
@@ -56,6 +60,10 @@ impl Session {
                         Ok(true) => return Ok((server, in_flight)),
                         Ok(false) => {
                             // Not there yet: the primary has the client's writes.
+                            router
+                                .counters
+                                .replica_behind
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             server.release();
                             failed.push(node);
                             min_lsn = None;

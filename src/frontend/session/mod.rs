@@ -14,6 +14,7 @@ use parameters::is_pgsplit_parameter;
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::cancel::{self, CancelKey, CancelTarget};
+use super::clients::{ClientState, Registration};
 use super::login::Authenticated;
 use super::responses::{Expected, PreparedOnServer, ResponseQueue};
 use super::settings::{replay_sql, SessionSettings};
@@ -31,7 +33,7 @@ use super::unit::{self, Lookahead, UnitTraits};
 use crate::backend::connection::LoginTarget;
 use crate::backend::{CheckoutError, ConnectError, Pool, PoolKey, PooledConnection};
 use crate::config::Route;
-use crate::config::{Consistency, PoolMode};
+use crate::config::{Consistency, PoolMode, Role};
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, error_fields};
 use crate::protocol::{PgError, SqlState};
@@ -121,6 +123,14 @@ pub struct Session {
     default_route: SessionRoute,
     /// What this session may read after its writes (`pgsplit.consistency`).
     consistency: Consistency,
+    /// This client in the registry the admin side lists.
+    registration: Registration,
+    /// The role of the attached server's node when it was attached (for metrics).
+    server_role: Role,
+    /// When the oldest request still waiting for its `ReadyForQuery` was sent.
+    query_started: Option<Instant>,
+    /// Whether the statement being sent writes (for metrics).
+    last_class_writes: bool,
     /// The planned unit that is about to start, once it has been looked at.
     unit: Option<UnitTraits>,
     /// The current transaction changed data.
@@ -191,7 +201,12 @@ fn completion_tag(effect: &SessionEffect) -> Option<&'static [u8]> {
 impl Session {
     /// Finishes the login (server parameters, backend key) and runs the
     /// session until the client leaves.
-    pub async fn run(shared: Arc<Shared>, login: Authenticated, shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        shared: Arc<Shared>,
+        login: Authenticated,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let request = login.request;
         let password = shared
             .credentials(&request.user)
@@ -224,6 +239,12 @@ impl Session {
             .iter()
             .find(|(name, _)| name == "application_name")
             .map(|(_, value)| value.as_str());
+        let registration = shared.clients.register(
+            peer,
+            &request.user,
+            &request.database,
+            application_name.unwrap_or_default(),
+        );
         let route = shared.router.session_route(&request.user, application_name);
         let default_route = route.clone();
         // `options=-c pgsplit.route=primary` (PGOPTIONS) sets pgsplit's own
@@ -258,6 +279,10 @@ impl Session {
             default_route,
             route,
             consistency: shared.router.settings().consistency,
+            registration,
+            server_role: Role::Primary,
+            query_started: None,
+            last_class_writes: false,
             unit: None,
             transaction_wrote: false,
             last_write: None,
@@ -392,6 +417,9 @@ impl Session {
     }
 
     fn attach(&mut self, server: PooledConnection, in_flight: InFlight) {
+        let node = in_flight.node();
+        self.server_role = self.shared.topology.load().nodes[node].role;
+        self.registration.entry.set(ClientState::Active, Some(node));
         self.in_flight = Some(in_flight);
         cancel::publish(
             &self.cancel_key.slot,
@@ -406,6 +434,7 @@ impl Session {
 
     fn detach(&mut self) -> Option<PooledConnection> {
         cancel::publish(&self.cancel_key.slot, None);
+        self.registration.entry.set(ClientState::Idle, None);
         self.in_flight = None;
         self.server.take()
     }
@@ -578,6 +607,21 @@ impl Session {
         self.server_out.extend_from_slice(frame.bytes());
     }
 
+    /// Counts a statement sent to the attached server, for metrics.
+    fn count_query(&self) {
+        if let Some(node) = self.in_flight.as_ref().map(InFlight::node) {
+            self.shared
+                .metrics
+                .query(node, self.server_role, self.last_class_writes);
+        }
+    }
+
+    /// Starts timing a request that ends with `ReadyForQuery`, unless an
+    /// older one is still running (its time covers this one's wait).
+    fn start_timer(&mut self) {
+        self.query_started.get_or_insert_with(Instant::now);
+    }
+
     fn pin(&mut self, reason: &'static str) {
         if self.pinned.is_none() && self.pool_mode() == PoolMode::Transaction {
             tracing::info!(
@@ -607,6 +651,7 @@ impl Session {
             b'E' => {
                 if self.ensure_server(tag).await {
                     self.forward(&frame);
+                    self.count_query();
                     self.expected.push(Expected::reply_to(tag));
                     if completion_tag(&self.bound_effect).is_some() {
                         self.effects_in_flight.push_back(self.bound_effect.clone());
@@ -619,6 +664,7 @@ impl Session {
                 if self.server.is_some() {
                     self.forward(&frame);
                     if !self.copy_in {
+                        self.start_timer();
                         self.expected.push(Expected::Sync);
                         self.pipeline_commit_position();
                     }
@@ -639,6 +685,8 @@ impl Session {
             b'F' => {
                 if self.ensure_server(tag).await {
                     self.forward(&frame);
+                    self.count_query();
+                    self.start_timer();
                     self.expected.push(Expected::Query);
                     self.pipeline_commit_position();
                 }
@@ -701,6 +749,8 @@ impl Session {
             }
         }
         self.forward(&frame);
+        self.count_query();
+        self.start_timer();
         self.expected.push(Expected::Query);
         self.pipeline_commit_position();
     }

@@ -27,6 +27,7 @@ impl Session {
         if let Some(unit) = unit {
             // The plan already looked at this unit's statements.
             self.transaction_wrote |= unit.wrote();
+            self.last_class_writes = unit.wrote();
         }
         let need = match (unit, self.deferred_begin.is_some()) {
             (Some(unit), true) if unit.sets_transaction_read_only && !unit.wrote() => Need::Read,
@@ -36,7 +37,10 @@ impl Session {
             _ => Need::Primary,
         };
         let min_lsn = self.read_min_lsn(unit);
-        let (mut server, in_flight) = match self.acquire(need, min_lsn).await {
+        let acquired = self.acquire(need, min_lsn).await;
+        // No longer waiting; attaching makes the client active.
+        self.registration.entry.set(ClientState::Idle, None);
+        let (mut server, in_flight) = match acquired {
             Ok(acquired) => acquired,
             Err(error) => {
                 self.reject(error, tag);
@@ -166,6 +170,7 @@ impl Session {
         traits.absorb(class, |f| {
             self.shared.functions.is_read_only(&self.database, f)
         });
+        self.last_class_writes = traits.wrote();
         self.transaction_wrote |= traits.wrote();
     }
 }

@@ -162,8 +162,22 @@ impl Session {
     pub(super) fn on_ready(&mut self, status: u8) {
         self.transaction_status = status;
         self.effects_in_flight.clear();
+        if let Some(started) = self.query_started.take() {
+            self.shared
+                .metrics
+                .duration(self.server_role, started.elapsed());
+            // More of the client's requests wait (not pgsplit's own query).
+            if self.expected.outstanding_ready() > 0 {
+                self.query_started = Some(Instant::now());
+            }
+        }
         if status != b'I' {
             return;
+        }
+        if let Some(node) = self.in_flight.as_ref().map(InFlight::node) {
+            if self.expected.is_empty() {
+                self.shared.metrics.transaction(node, self.server_role);
+            }
         }
         if !self.expected.is_empty() && self.transaction_wrote {
             // More of the client's requests (or the commit-position query)

@@ -1,0 +1,130 @@
+//! The logged-in clients, for the admin API, the console and metrics: who
+//! they are and what each is doing right now. Registering takes a lock
+//! (once per login); state changes on the data path are atomic stores.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::sync::lock;
+
+/// What a client is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientState {
+    /// Between transactions, holding no server connection.
+    Idle,
+    /// Holding a server connection.
+    Active,
+    /// Waiting for a server connection (pool full, failover, pause).
+    Waiting,
+}
+
+impl ClientState {
+    /// All states, for metrics that list each.
+    pub const ALL: [ClientState; 3] =
+        [ClientState::Idle, ClientState::Active, ClientState::Waiting];
+
+    /// The label used in metrics and the console.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Idle => "idle",
+            ClientState::Active => "active",
+            ClientState::Waiting => "waiting",
+        }
+    }
+}
+
+/// No server node attached.
+const NO_NODE: usize = usize::MAX;
+
+/// One logged-in client.
+#[derive(Debug)]
+pub struct ClientEntry {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    pub connected_at: SystemTime,
+    state: AtomicU8,
+    node: AtomicUsize,
+}
+
+impl ClientEntry {
+    /// Records what the client does now (and on which node, if any).
+    pub fn set(&self, state: ClientState, node: Option<usize>) {
+        self.state.store(state as u8, Ordering::Relaxed);
+        self.node.store(node.unwrap_or(NO_NODE), Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> ClientState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => ClientState::Active,
+            2 => ClientState::Waiting,
+            _ => ClientState::Idle,
+        }
+    }
+
+    /// The node of the server connection it holds.
+    pub fn node(&self) -> Option<usize> {
+        Some(self.node.load(Ordering::Relaxed)).filter(|&n| n != NO_NODE)
+    }
+}
+
+/// Every logged-in client.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    next_id: AtomicU64,
+    clients: Mutex<HashMap<u64, Arc<ClientEntry>>>,
+}
+
+/// Keeps a client registered while it lives.
+pub struct Registration {
+    registry: Arc<ClientRegistry>,
+    pub entry: Arc<ClientEntry>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.registry.clients).remove(&self.entry.id);
+    }
+}
+
+impl ClientRegistry {
+    /// Registers a client that just logged in.
+    pub fn register(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        user: &str,
+        database: &str,
+        application_name: &str,
+    ) -> Registration {
+        let entry = Arc::new(ClientEntry {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            peer,
+            user: user.to_owned(),
+            database: database.to_owned(),
+            application_name: application_name.to_owned(),
+            connected_at: SystemTime::now(),
+            state: AtomicU8::new(ClientState::Idle as u8),
+            node: AtomicUsize::new(NO_NODE),
+        });
+        lock(&self.clients).insert(entry.id, entry.clone());
+        Registration {
+            registry: self.clone(),
+            entry,
+        }
+    }
+
+    /// The clients, oldest first.
+    pub fn list(&self) -> Vec<Arc<ClientEntry>> {
+        let mut clients: Vec<_> = lock(&self.clients).values().cloned().collect();
+        clients.sort_by_key(|c| c.id);
+        clients
+    }
+}

@@ -1,0 +1,69 @@
+//! What the data path counts: queries and transactions per node, role and
+//! kind, query durations by role. Plain atomics indexed by node, so
+//! counting costs one relaxed add; the admin side renders them (with the
+//! gauges it reads from pools, sessions and the monitor) at scrape time.
+
+pub mod histogram;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::config::Role;
+use histogram::Histogram;
+
+/// Index of a role in the per-role arrays.
+pub fn role_index(role: Role) -> usize {
+    match role {
+        Role::Primary => 0,
+        Role::Replica => 1,
+    }
+}
+
+/// The roles in index order, with their label values.
+pub const ROLES: [(Role, &str); 2] = [(Role::Primary, "primary"), (Role::Replica, "replica")];
+
+/// Counters per node.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// `[role][0 = read, 1 = write]`
+    pub queries: [[AtomicU64; 2]; 2],
+    /// `[role]`
+    pub transactions: [AtomicU64; 2],
+}
+
+/// Everything the data path counts.
+#[derive(Debug)]
+pub struct Metrics {
+    pub nodes: Vec<NodeCounters>,
+    /// Query durations by role.
+    pub durations: [Histogram; 2],
+}
+
+impl Metrics {
+    /// Counters for `nodes` nodes, all zero.
+    pub fn new(nodes: usize) -> Metrics {
+        Metrics {
+            nodes: (0..nodes).map(|_| NodeCounters::default()).collect(),
+            durations: Default::default(),
+        }
+    }
+
+    /// A query sent to `node` while it had `role`.
+    pub fn query(&self, node: usize, role: Role, writes: bool) {
+        if let Some(counters) = self.nodes.get(node) {
+            counters.queries[role_index(role)][usize::from(writes)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A transaction (or autocommit unit) finished on `node`.
+    pub fn transaction(&self, node: usize, role: Role) {
+        if let Some(counters) = self.nodes.get(node) {
+            counters.transactions[role_index(role)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How long a query (up to its `ReadyForQuery`) took on a node of `role`.
+    pub fn duration(&self, role: Role, took: Duration) {
+        self.durations[role_index(role)].observe(took);
+    }
+}
