@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::console::{self, ADMIN_DATABASE};
 use crate::admin::AdminServer;
 use crate::backend::{PoolSettings, Pools};
 use crate::config::Config;
@@ -44,10 +45,22 @@ pub struct Credentials {
     pub scram: ScramVerifier,
 }
 
+impl Credentials {
+    /// Derives the SCRAM verifier once, at start-up.
+    fn from_password(password: &str) -> Credentials {
+        Credentials {
+            password: password.to_owned(),
+            scram: ScramVerifier::from_password(password),
+        }
+    }
+}
+
 /// State every session can see.
 pub struct Shared {
     pub config: Config,
     credentials: HashMap<String, Credentials>,
+    /// The `monitor` user, who may use the admin console.
+    monitor_credentials: Option<(String, Credentials)>,
     pub pools: Pools,
     pub cancels: Arc<CancelRegistry>,
     pub statement_names: StatementNames,
@@ -76,6 +89,16 @@ impl Shared {
     /// The configured credentials of `user`, if pgsplit knows the user.
     pub fn credentials(&self, user: &str) -> Option<&Credentials> {
         self.credentials.get(user)
+    }
+
+    /// The credentials of `user` for the admin console: the `monitor`
+    /// user's, or those of a user listed in `admin.users`.
+    pub fn admin_credentials(&self, user: &str) -> Option<&Credentials> {
+        match &self.monitor_credentials {
+            Some((name, credentials)) if name == user => Some(credentials),
+            _ if self.config.admin.users.iter().any(|u| u == user) => self.credentials(user),
+            _ => None,
+        }
     }
 
     /// Holds new transactions (`true`) or lets them go again, like
@@ -134,11 +157,10 @@ impl Proxy {
             .users
             .iter()
             .map(|user| {
-                let credentials = Credentials {
-                    password: user.password.clone(),
-                    scram: ScramVerifier::from_password(&user.password),
-                };
-                (user.name.clone(), credentials)
+                (
+                    user.name.clone(),
+                    Credentials::from_password(&user.password),
+                )
             })
             .collect();
         let server_tls = crate::backend::tls::from_config(&config.server_tls)?;
@@ -170,6 +192,10 @@ impl Proxy {
             paused: watch::Sender::new(false),
             clients: Arc::new(ClientRegistry::default()),
             credentials,
+            monitor_credentials: config
+                .monitor
+                .as_ref()
+                .map(|m| (m.user.clone(), Credentials::from_password(&m.password))),
             pools,
             cancels: Arc::new(CancelRegistry::default()),
             statement_names: StatementNames::default(),
@@ -266,6 +292,9 @@ async fn serve_client(
     let outcome =
         tokio::time::timeout(shared.config.client_login_timeout, login(&shared, socket)).await;
     match outcome {
+        Ok(LoginOutcome::Authenticated(client)) if client.request.database == ADMIN_DATABASE => {
+            console::run(shared, client).await
+        }
         Ok(LoginOutcome::Authenticated(client)) => {
             Session::run(shared, client, peer, shutdown).await
         }

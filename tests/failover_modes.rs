@@ -83,9 +83,21 @@ async fn manual_mode_waits_for_the_operator_and_external_mode_only_follows() {
     );
     assert_eq!(topology.load().primary, Some(0));
 
-    let (status, body) = admin_post(manual.admin, "/api/promote", r#"{"target": "pg3"}"#);
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains("pg3 is the primary"), "{body}");
+    // Through the admin console this time (the API answers the same way).
+    let url = common::url(
+        manual.addr,
+        pgsplit::cluster::SUPERUSER,
+        pgsplit::cluster::SUPERUSER_PASSWORD,
+        "pgsplit",
+    );
+    let promote = common::run_tool(
+        "psql",
+        &["-X", "-c", "PROMOTE pg3", &url],
+        pgsplit::cluster::SUPERUSER_PASSWORD,
+    );
+    let notice = String::from_utf8_lossy(&promote.stderr);
+    assert!(promote.status.success(), "{notice}");
+    assert!(notice.contains("pg3 is the primary"), "{notice}");
     let snapshot = topology.load_full();
     assert_eq!(snapshot.primary, Some(2));
     assert_eq!(snapshot.nodes[0].state, NodeState::Fenced);

@@ -257,3 +257,78 @@ async fn health_follows_the_nodes_and_pause_holds_transactions() {
         .unwrap()
         .unwrap();
 }
+
+/// Runs console commands with psql as `user`; returns (success, stdout, stderr).
+fn console(
+    proxy: &RunningProxy,
+    user: &str,
+    password: &str,
+    commands: &str,
+) -> (bool, String, String) {
+    let url = common::url(proxy.addr, user, password, "pgsplit");
+    let out = common::run_tool(
+        "psql",
+        &["-X", "-A", "-F", "|", "-c", commands, &url],
+        password,
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_console_answers_psql() {
+    let _serial = SERIAL.lock().await;
+    let proxy = proxy();
+    let client = connect(proxy.addr).await;
+    client.simple_query("SELECT 1").await.unwrap();
+    let (user, password) = (
+        pgsplit::cluster::SUPERUSER,
+        pgsplit::cluster::SUPERUSER_PASSWORD,
+    );
+
+    let (ok, nodes, err) = console(&proxy, user, password, "SHOW NODES");
+    assert!(ok, "{err}");
+    assert!(nodes.starts_with("node|role|state|host|port|"), "{nodes}");
+    assert!(nodes.contains("pg1|primary|up|127.0.0.1|"), "{nodes}");
+    assert!(nodes.contains("(3 rows)"), "{nodes}");
+    let (ok, pools, _) = console(&proxy, user, password, "SHOW POOLS");
+    assert!(ok && pools.contains("|app|app|"), "{pools}");
+    let (ok, clients, _) = console(&proxy, user, password, "SHOW CLIENTS");
+    assert!(ok && clients.contains("|app|app|"), "{clients}");
+    let (ok, servers, _) = console(&proxy, user, password, "SHOW SERVERS");
+    assert!(ok && servers.contains("|idle|"), "{servers}");
+    let (ok, stats, _) = console(&proxy, user, password, "SHOW STATS");
+    assert!(ok && stats.contains("|replica|1|0|1"), "{stats}");
+    let (ok, config, _) = console(&proxy, user, password, "SHOW CONFIG");
+    assert!(
+        ok && config.contains("users[0].password|<redacted>"),
+        "{config}"
+    );
+    assert!(
+        config.contains("routing.consistency|read_your_writes"),
+        "{config}"
+    );
+
+    let (ok, _, err) = console(&proxy, user, password, "PAUSE");
+    assert!(ok, "{err}");
+    assert!(proxy.shared.is_paused());
+    let (ok, _, _) = console(&proxy, user, password, "RESUME");
+    assert!(ok && !proxy.shared.is_paused());
+    let (ok, _, err) = console(&proxy, user, password, "SWITCHOVER pg9");
+    assert!(!ok && err.contains("no node named"), "{err}");
+    let (ok, _, err) = console(&proxy, user, password, "DROP TABLE x");
+    assert!(
+        !ok && err.contains("unknown admin console command"),
+        "{err}"
+    );
+
+    // The console is for admins only.
+    let (ok, _, err) = console(&proxy, "app", "app", "SHOW NODES");
+    assert!(
+        !ok && err.contains("may not use the pgsplit admin console"),
+        "{err}"
+    );
+}

@@ -4,6 +4,7 @@
 //! promotion, rejoining).
 
 mod api;
+pub mod console;
 mod exposition;
 pub mod health;
 

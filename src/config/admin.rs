@@ -13,12 +13,17 @@ pub struct AdminConfig {
     /// clients only.
     #[serde(default)]
     pub token: Option<String>,
+    /// Users (from `users:`) who may open the admin console (database
+    /// `pgsplit`), besides the `monitor` user.
+    #[serde(default)]
+    pub users: Vec<String>,
 }
 
 impl fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminConfig")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("users", &self.users)
             .finish()
     }
 }

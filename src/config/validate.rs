@@ -67,6 +67,14 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     check_routing(config)?;
     check_users(config)?;
     check_monitor(config)?;
+    for (i, name) in config.admin.users.iter().enumerate() {
+        if config.user(name).is_none() {
+            return Err(ConfigError::invalid(
+                format!("admin.users[{i}]"),
+                format!("{name:?} is not one of the configured users"),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::stream::ClientStream;
+use crate::admin::console::ADMIN_DATABASE;
 use crate::config::{AuthMethod, ClientTlsMode};
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, read_cstr, read_i32};
@@ -143,7 +144,7 @@ async fn negotiate(
                         ))
                         .await?;
                 }
-                authenticate(shared, stream, buf, &request.user).await?;
+                authenticate(shared, stream, buf, &request).await?;
                 return Ok(Some(request));
             }
         }
@@ -177,14 +178,23 @@ async fn authenticate(
     shared: &Shared,
     stream: &mut ClientStream,
     buf: &mut BytesMut,
-    user: &str,
+    request: &StartupRequest,
 ) -> Result<(), LoginError> {
-    let Some(credentials) = shared.credentials(user) else {
-        return Err(PgError::fatal(
-            SqlState::INVALID_AUTHORIZATION,
-            format!("role \"{user}\" does not exist"),
-        )
-        .into());
+    let user = request.user.as_str();
+    let credentials = if request.database == ADMIN_DATABASE {
+        shared.admin_credentials(user).ok_or_else(|| {
+            PgError::fatal(
+                SqlState::INVALID_AUTHORIZATION,
+                format!("user \"{user}\" may not use the pgsplit admin console"),
+            )
+        })?
+    } else {
+        shared.credentials(user).ok_or_else(|| {
+            PgError::fatal(
+                SqlState::INVALID_AUTHORIZATION,
+                format!("role \"{user}\" does not exist"),
+            )
+        })?
     };
     let failed = || {
         LoginError::Client(PgError::fatal(

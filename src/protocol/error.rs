@@ -23,6 +23,8 @@ impl SqlState {
     pub const DUPLICATE_PREPARED_STATEMENT: &'static str = "42P05";
     pub const INVALID_PARAMETER_VALUE: &'static str = "22023";
     pub const CANT_CHANGE_RUNTIME_PARAM: &'static str = "55P02";
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &'static str = "55000";
+    pub const SYNTAX_ERROR: &'static str = "42601";
 }
 
 /// How bad an error is; `Fatal` means the connection is closed after it.

@@ -88,28 +88,38 @@ pub fn command_complete(tag: &str) -> Bytes {
     build(b'C', |b| put_cstr(b, tag.as_bytes()))
 }
 
-/// `RowDescription` of one `text` column, as `SHOW name` describes its result.
-pub fn text_row_description(column: &str) -> Bytes {
+/// `RowDescription` of `text` columns, as `SHOW` and the admin console
+/// describe their results.
+pub fn text_row_description(columns: &[&str]) -> Bytes {
     /// The `text` type's OID.
     const TEXT_OID: i32 = 25;
     build(b'T', |b| {
-        b.put_i16(1);
-        put_cstr(b, column.as_bytes());
-        b.put_i32(0); // no table
-        b.put_i16(0); // no column number
-        b.put_i32(TEXT_OID);
-        b.put_i16(-1); // variable length
-        b.put_i32(-1); // no type modifier
-        b.put_i16(0); // text format
+        b.put_i16(columns.len() as i16);
+        for column in columns {
+            put_cstr(b, column.as_bytes());
+            b.put_i32(0); // no table
+            b.put_i16(0); // no column number
+            b.put_i32(TEXT_OID);
+            b.put_i16(-1); // variable length
+            b.put_i32(-1); // no type modifier
+            b.put_i16(0); // text format
+        }
     })
 }
 
-/// `DataRow` of one text value.
-pub fn text_data_row(value: &str) -> Bytes {
+/// `DataRow` of text values (`None` is NULL).
+pub fn text_data_row(values: &[Option<&str>]) -> Bytes {
     build(b'D', |b| {
-        b.put_i16(1);
-        b.put_i32(value.len() as i32);
-        b.put_slice(value.as_bytes());
+        b.put_i16(values.len() as i16);
+        for value in values {
+            match value {
+                Some(value) => {
+                    b.put_i32(value.len() as i32);
+                    b.put_slice(value.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
     })
 }
 

@@ -125,8 +125,8 @@ impl Session {
             MIN_LSN => lsn_text(self.min_lsn),
             _ => lsn_text(self.last_commit_lsn),
         };
-        self.reply(messages::text_row_description(name));
-        self.reply(messages::text_data_row(&value));
+        self.reply(messages::text_row_description(&[name]));
+        self.reply(messages::text_data_row(&[Some(&value)]));
         self.reply(messages::command_complete("SHOW"));
         let status = self.client_status();
         self.reply(messages::ready_for_query(status));
