@@ -1,10 +1,13 @@
 //! The `pgsplit` command line: run the proxy, check a config, or start a demo.
+//!
+//! The configuration comes from `--config FILE`, else `$PGSPLIT_CONFIG`,
+//! else `DB_*` variables; `PGSPLIT_*` variables override any of them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pgsplit::config::Config;
+use pgsplit::config::{Config, LogFormat, Variables};
 use pgsplit::proxy::Proxy;
 
 #[derive(Parser)]
@@ -13,7 +16,8 @@ use pgsplit::proxy::Proxy;
     about = "PostgreSQL pooling proxy that splits reads from writes"
 )]
 struct Cli {
-    /// Config file to run the proxy with.
+    /// Config file to run the proxy with (default: $PGSPLIT_CONFIG, else
+    /// DB_HOST and friends).
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -22,10 +26,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a config file and exit.
+    /// Validate the configuration, print it as pgsplit sees it (secrets
+    /// redacted) and exit.
     Check {
         #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Start a throwaway primary + 2 replicas and the proxy in front of them.
     Demo {
@@ -35,23 +40,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGSPLIT_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    let result = match (cli.command, cli.config) {
-        (Some(Command::Check { config }), _) => check(&config),
-        (Some(Command::Demo { listen }), _) => {
+    let vars: Variables = std::env::vars().collect();
+    let result = match cli.command {
+        Some(Command::Check { config }) => check(config.or(cli.config), &vars),
+        Some(Command::Demo { listen }) => {
+            init_logging(LogFormat::Text);
             runtime().and_then(|rt| rt.block_on(pgsplit::demo::run(&listen, shutdown_signal())))
         }
-        (None, Some(config)) => run(&config),
-        (None, None) => Err(anyhow::anyhow!(
-            "no config given: run `pgsplit --config FILE`, or `pgsplit demo` to try it out"
-        )),
+        None => run(cli.config, &vars),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,11 +59,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
-    println!(
-        "{}: ok ({} nodes, {} users, {:?} pooling)",
-        path.display(),
+/// The configuration from the file given, `$PGSPLIT_CONFIG`, or the environment.
+fn load(path: Option<PathBuf>, vars: &Variables) -> anyhow::Result<(Config, String)> {
+    let path = path.or_else(|| vars.get("PGSPLIT_CONFIG").map(PathBuf::from));
+    let source = match &path {
+        Some(path) => path.display().to_string(),
+        None => "the environment".to_owned(),
+    };
+    let config = Config::load_layered(path.as_deref(), vars)?;
+    Ok((config, source))
+}
+
+fn check(path: Option<PathBuf>, vars: &Variables) -> anyhow::Result<()> {
+    let (config, source) = load(path, vars)?;
+    println!("{}", serde_json::to_string_pretty(&config.redacted())?);
+    eprintln!(
+        "{source}: ok ({} nodes, {} users, {:?} pooling)",
         config.nodes.len(),
         config.users.len(),
         config.pool.mode
@@ -74,13 +82,28 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+fn run(path: Option<PathBuf>, vars: &Variables) -> anyhow::Result<()> {
+    let (config, source) = load(path, vars)?;
+    init_logging(config.log.format);
+    tracing::info!(config = %source, "configuration loaded");
     runtime()?.block_on(async {
         let proxy = Proxy::bind(config).await?;
         tracing::info!(address = %proxy.local_addr()?, "pgsplit listening");
         proxy.run(shutdown_signal()).await
     })
+}
+
+/// Logs to stderr at the level `PGSPLIT_LOG` gives (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGSPLIT_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

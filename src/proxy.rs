@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument as _;
 
 use crate::admin::console::{self, ADMIN_DATABASE};
 use crate::admin::AdminServer;
@@ -36,8 +37,6 @@ use crate::router::Router;
 const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 /// Distinct statement texts whose classification is kept.
 const CLASSIFICATION_CACHE_SIZE: usize = 10_000;
-/// How long shutdown waits for transactions in progress to finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// A configured user's secrets, with the SCRAM verifier derived once.
 pub struct Credentials {
@@ -247,7 +246,15 @@ impl Proxy {
                     Ok((socket, peer)) => {
                         self.shared.connections.fetch_add(1, Ordering::Relaxed);
                         let guard = ClientGuard(self.shared.clone());
-                        tokio::spawn(serve_client(guard, socket, peer, sessions_stop.clone()));
+                        let span = tracing::info_span!(
+                            "client",
+                            %peer,
+                            user = tracing::field::Empty,
+                            database = tracing::field::Empty,
+                            application_name = tracing::field::Empty,
+                        );
+                        let serve = serve_client(guard, socket, peer, sessions_stop.clone());
+                        tokio::spawn(serve.instrument(span));
                     }
                     Err(error) => {
                         // Out of file descriptors and the like: back off, keep serving.
@@ -261,7 +268,7 @@ impl Proxy {
         drop(self.listener);
         tracing::info!(clients = self.shared.client_count(), "shutting down");
         let _ = stop_sessions.send(true);
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let deadline = tokio::time::Instant::now() + self.shared.config.shutdown_timeout;
         while self.shared.client_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -291,6 +298,20 @@ async fn serve_client(
     }
     let outcome =
         tokio::time::timeout(shared.config.client_login_timeout, login(&shared, socket)).await;
+    if let Ok(LoginOutcome::Authenticated(client)) = &outcome {
+        // Every line this client's task logs from now on says who it is.
+        let request = &client.request;
+        let span = tracing::Span::current();
+        span.record("user", request.user.as_str());
+        span.record("database", request.database.as_str());
+        if let Some((_, name)) = request
+            .parameters
+            .iter()
+            .find(|(k, _)| k == "application_name")
+        {
+            span.record("application_name", name.as_str());
+        }
+    }
     match outcome {
         Ok(LoginOutcome::Authenticated(client)) if client.request.database == ADMIN_DATABASE => {
             console::run(shared, client).await

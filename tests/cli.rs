@@ -30,12 +30,13 @@ fn check_accepts_the_example_config() {
         .env("PG_ADMIN_PASSWORD", "secret")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("ok"), "{stderr}");
+    // The effective config, secrets redacted.
+    let effective: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(effective["users"][0]["password"], "<redacted>");
+    assert_eq!(effective["routing"]["max_lag"], "10s");
 }
 
 #[test]
@@ -60,19 +61,22 @@ fn check_names_the_bad_field() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_from_a_config_file_and_stops_cleanly_on_sigterm() {
+/// A free loopback address to listen on.
+fn free_address() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let listen = format!("127.0.0.1:{port}");
-    let yaml = with_cluster(|c| pgsplit::demo::config_yaml(c, &listen, ""));
-    let file = write_config(&yaml);
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(file.path())
+    format!("127.0.0.1:{port}")
+}
+
+/// Starts the binary and waits until it accepts a client.
+async fn start(
+    mut command: Command,
+    listen: &str,
+) -> (std::process::Child, tokio_postgres::Client) {
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -88,12 +92,42 @@ async fn runs_from_a_config_file_and_stops_cleanly_on_sigterm() {
             Err(error) => panic!("pgsplit never accepted connections: {error}"),
         }
     };
+    (child, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_from_a_config_file_and_stops_cleanly_on_sigterm() {
+    let listen = free_address();
+    let yaml = with_cluster(|c| {
+        c.psql(
+            c.primary(),
+            pgsplit::cluster::APP_DATABASE,
+            "CREATE TABLE IF NOT EXISTS shutdown_log (v text); GRANT ALL ON shutdown_log TO app",
+        )
+        .unwrap();
+        pgsplit::demo::config_yaml(c, &listen, "")
+    });
+    let file = write_config(&yaml);
+    let mut command = Command::new(BIN);
+    command.arg("--config").arg(file.path());
+    let (mut child, client) = start(command, &listen).await;
     let rows = client.simple_query("SELECT 1").await.unwrap();
     assert!(!rows.is_empty());
+    let busy = common::try_connect(&common::app_url(listen.parse().unwrap()))
+        .await
+        .unwrap();
+    busy.batch_execute("BEGIN; INSERT INTO shutdown_log VALUES ('in flight')")
+        .await
+        .unwrap();
 
-    // SIGTERM: the idle client is told why, and the process exits 0.
+    // SIGTERM: the transaction in flight may still commit; the idle client
+    // is told why it is closed, and the process exits 0.
     let status = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(status, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    busy.batch_execute("COMMIT")
+        .await
+        .expect("the transaction in flight commits");
     let deadline = Instant::now() + Duration::from_secs(20);
     let exit = loop {
         if let Some(exit) = child.try_wait().unwrap() {
@@ -106,6 +140,15 @@ async fn runs_from_a_config_file_and_stops_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit:?}");
+    let committed = with_cluster(|c| {
+        c.psql(
+            c.primary(),
+            pgsplit::cluster::APP_DATABASE,
+            "SELECT count(*) FROM shutdown_log WHERE v = 'in flight'",
+        )
+        .unwrap()
+    });
+    assert_eq!(committed, "1");
     let error = client
         .simple_query("SELECT 1")
         .await
@@ -115,5 +158,73 @@ async fn runs_from_a_config_file_and_stops_cleanly_on_sigterm() {
         "{error}"
     );
     // Nothing listens any more.
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    assert!(tokio::net::TcpStream::connect(&listen).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_from_environment_variables_alone() {
+    let listen = free_address();
+    let (primary, replica) = with_cluster(|c| (c.primary().port, c.replicas()[0].port));
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("DB_HOST", "127.0.0.1")
+        .env("DB_PORT", primary.to_string())
+        .env("DB_DATABASE", "app")
+        .env("DB_USERNAME", "app")
+        .env("DB_PASSWORD", "app")
+        .env("DB_READ_HOST_1", "127.0.0.1")
+        .env("DB_READ_PORT", replica.to_string())
+        .env("PGSPLIT_LISTEN", &listen)
+        .env("PGSPLIT_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("PGSPLIT_ROUTING__CONSISTENCY", "eventual");
+    let (mut child, client) = start(command, &listen).await;
+    let rows = client.simple_query("SHOW port").await.unwrap();
+    let served_by = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(
+        served_by,
+        Some(replica.to_string()),
+        "a read goes to DB_READ_HOST_1"
+    );
+    let rows = client
+        .simple_query("/* pgsplit:primary */ SHOW port")
+        .await
+        .unwrap();
+    let written_by = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(
+        written_by,
+        Some(primary.to_string()),
+        "the primary is DB_HOST"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // `check` shows what the environment amounts to.
+    let out = Command::new(BIN)
+        .arg("check")
+        .env_clear()
+        .env("DB_HOST", "db.internal")
+        .env("DB_USERNAME", "app")
+        .env("DB_PASSWORD", "s3cret")
+        .env("PGSPLIT_NODES__0__WEIGHT", "2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let effective: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(effective["nodes"][0]["host"], "db.internal");
+    assert_eq!(effective["nodes"][0]["weight"], 2);
+    assert_eq!(effective["users"][0]["password"], "<redacted>");
+    let out = Command::new(BIN).arg("check").env_clear().output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no configuration"));
 }

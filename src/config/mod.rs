@@ -11,6 +11,7 @@
 
 mod admin;
 mod duration;
+mod environment;
 mod error;
 mod failover;
 mod interpolate;
@@ -30,6 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use admin::AdminConfig;
+pub use environment::Variables;
 pub use error::ConfigError;
 pub use failover::{FailoverConfig, FailoverMode};
 pub use monitor::MonitorConfig;
@@ -63,6 +65,10 @@ pub struct Config {
     /// How long to wait for a TCP connection to a PostgreSQL node.
     #[serde(default = "defaults::server_connect_timeout", with = "duration")]
     pub server_connect_timeout: Duration,
+    /// How long shutdown lets transactions in progress finish before
+    /// closing their clients.
+    #[serde(default = "defaults::shutdown_timeout", with = "duration")]
+    pub shutdown_timeout: Duration,
     /// How long a client waits for a pooled server connection.
     #[serde(default = "defaults::query_wait_timeout", with = "duration")]
     pub query_wait_timeout: Duration,
@@ -94,6 +100,30 @@ pub struct Config {
     /// Access to the admin API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Log format and content.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// How pgsplit logs (the level comes from `PGSPLIT_LOG`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Log every statement's text (with its literals) at info level.
+    #[serde(default)]
+    pub queries: bool,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Server connection pool settings.
@@ -285,11 +315,30 @@ impl fmt::Debug for UserConfig {
 impl Config {
     /// Reads and validates a YAML file; `${VAR}` is taken from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        Config::from_yaml(&text, &|name| std::env::var(name).ok())
+        Config::load_layered(Some(path), &std::env::vars().collect())
+    }
+
+    /// The configuration from a file (or, without one, from `DB_*`
+    /// variables), with `PGSPLIT_*` overrides from `vars` applied and
+    /// `${VAR}` resolved from `vars`.
+    pub fn load_layered(path: Option<&Path>, vars: &Variables) -> Result<Config, ConfigError> {
+        let mut value = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    error,
+                })?;
+                parse_yaml(&text)?
+            }
+            None => environment::from_database_variables(vars)?.ok_or_else(|| {
+                ConfigError::invalid(
+                    "",
+                    "no configuration: give --config FILE, or set PGSPLIT_CONFIG, or DB_HOST and DB_USERNAME",
+                )
+            })?,
+        };
+        environment::apply_overrides(&mut value, vars)?;
+        Config::from_value(value, &|name| vars.get(name).cloned())
     }
 
     /// Parses YAML text; `env` resolves `${VAR}` (so tests need not touch the real environment).
@@ -297,36 +346,14 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let options = serde_saphyr::options! {
-            // `yes`/`no`/`on`/`off` stay strings (YAML 1.2 core schema).
-            strict_booleans: true,
-            // `0123` stays a string (e.g. a password), not the number 123.
-            leading_zero_numbers_as_strings: true,
-            // One-line errors ("... at line L, column C") instead of a snippet.
-            with_snippet: false,
-        };
-        let mut value: serde_json::Value = serde_saphyr::from_str_with_options(text, options)
-            .map_err(|e| ConfigError::Syntax {
-                // Drop advice aimed at the programmer, not the operator.
-                message: e
-                    .to_string()
-                    .replace(", set DuplicateKeyPolicy in Options if acceptable", ""),
-            })?;
-        match &value {
-            serde_json::Value::Object(_) => {}
-            serde_json::Value::Null => {
-                return Err(ConfigError::invalid("", "the configuration is empty"))
-            }
-            other => {
-                return Err(ConfigError::invalid(
-                    "",
-                    format!(
-                        "the top level must be a mapping of settings, found {}",
-                        error::kind_of(other)
-                    ),
-                ))
-            }
-        }
+        Config::from_value(parse_yaml(text)?, env)
+    }
+
+    /// Interpolates, deserializes and validates a parsed document.
+    fn from_value(
+        mut value: serde_json::Value,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         interpolate::interpolate_value(&mut value, "", env)?;
         let config: Config =
             serde_path_to_error::deserialize(value).map_err(ConfigError::from_deserialize)?;
@@ -373,6 +400,36 @@ impl Config {
     }
 }
 
+/// YAML text to a JSON value whose top level is a mapping.
+fn parse_yaml(text: &str) -> Result<serde_json::Value, ConfigError> {
+    let options = serde_saphyr::options! {
+        // `yes`/`no`/`on`/`off` stay strings (YAML 1.2 core schema).
+        strict_booleans: true,
+        // `0123` stays a string (e.g. a password), not the number 123.
+        leading_zero_numbers_as_strings: true,
+        // One-line errors ("... at line L, column C") instead of a snippet.
+        with_snippet: false,
+    };
+    let value: serde_json::Value =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| ConfigError::Syntax {
+            // Drop advice aimed at the programmer, not the operator.
+            message: e
+                .to_string()
+                .replace(", set DuplicateKeyPolicy in Options if acceptable", ""),
+        })?;
+    match &value {
+        serde_json::Value::Object(_) => Ok(value),
+        serde_json::Value::Null => Err(ConfigError::invalid("", "the configuration is empty")),
+        other => Err(ConfigError::invalid(
+            "",
+            format!(
+                "the top level must be a mapping of settings, found {}",
+                error::kind_of(other)
+            ),
+        )),
+    }
+}
+
 /// Default values, shared by serde and the `Default` impls.
 mod defaults {
     use std::time::Duration;
@@ -394,6 +451,9 @@ mod defaults {
     }
     pub(super) fn server_connect_timeout() -> Duration {
         Duration::from_secs(5)
+    }
+    pub(super) fn shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
     }
     pub(super) fn query_wait_timeout() -> Duration {
         Duration::from_secs(30)

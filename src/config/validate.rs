@@ -39,6 +39,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         ("client_login_timeout", config.client_login_timeout),
         ("server_connect_timeout", config.server_connect_timeout),
         ("query_wait_timeout", config.query_wait_timeout),
+        ("shutdown_timeout", config.shutdown_timeout),
         ("pool.idle_timeout", config.pool.idle_timeout),
         ("pool.max_lifetime", config.pool.max_lifetime),
     ];

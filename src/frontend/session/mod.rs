@@ -699,6 +699,9 @@ impl Session {
     async fn on_query(&mut self, frame: Frame) {
         let text = frame.body().strip_suffix(b"\0").unwrap_or(frame.body());
         let text = String::from_utf8_lossy(text);
+        if self.shared.config.log.queries {
+            tracing::info!(query = %text, "query");
+        }
         let statements = split_statements(&text);
         let effects: Vec<SessionEffect> = statements.iter().map(|s| session_effect(s)).collect();
         // A query pgsplit answers itself must not leave its plan behind for
