@@ -56,7 +56,8 @@ impl Credentials {
 
 /// State every session can see.
 pub struct Shared {
-    pub config: Config,
+    /// The configuration in force; replaced whole by a reload.
+    config: ArcSwap<Config>,
     credentials: HashMap<String, Credentials>,
     /// The `monitor` user, who may use the admin console.
     monitor_credentials: Option<(String, Credentials)>,
@@ -85,6 +86,12 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The configuration in force (a reload may replace it at any time,
+    /// so hold it only as long as needed).
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
     /// The configured credentials of `user`, if pgsplit knows the user.
     pub fn credentials(&self, user: &str) -> Option<&Credentials> {
         self.credentials.get(user)
@@ -95,7 +102,7 @@ impl Shared {
     pub fn admin_credentials(&self, user: &str) -> Option<&Credentials> {
         match &self.monitor_credentials {
             Some((name, credentials)) if name == user => Some(credentials),
-            _ if self.config.admin.users.iter().any(|u| u == user) => self.credentials(user),
+            _ if self.config().admin.users.iter().any(|u| u == user) => self.credentials(user),
             _ => None,
         }
     }
@@ -200,7 +207,7 @@ impl Proxy {
             statement_names: StatementNames::default(),
             tls,
             connections: AtomicUsize::new(0),
-            config,
+            config: ArcSwap::from_pointee(config),
         };
         let shared = Arc::new(shared);
         let monitor = Monitor::new(shared.clone(), server_tls, monitor_requests);
@@ -268,7 +275,7 @@ impl Proxy {
         drop(self.listener);
         tracing::info!(clients = self.shared.client_count(), "shutting down");
         let _ = stop_sessions.send(true);
-        let deadline = tokio::time::Instant::now() + self.shared.config.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + self.shared.config().shutdown_timeout;
         while self.shared.client_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -297,7 +304,7 @@ async fn serve_client(
         tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
     }
     let outcome =
-        tokio::time::timeout(shared.config.client_login_timeout, login(&shared, socket)).await;
+        tokio::time::timeout(shared.config().client_login_timeout, login(&shared, socket)).await;
     if let Ok(LoginOutcome::Authenticated(client)) = &outcome {
         // Every line this client's task logs from now on says who it is.
         let request = &client.request;

@@ -94,8 +94,8 @@ async fn pools(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn clients(State(shared): State<Arc<Shared>>) -> Response {
-    let names: Vec<&str> = shared
-        .config
+    let config = shared.config();
+    let names: Vec<&str> = config
         .nodes
         .iter()
         .map(|n| n.name.as_str())
@@ -121,7 +121,7 @@ async fn clients(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn config(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.config.redacted()).into_response()
+    Json(shared.config().redacted()).into_response()
 }
 
 async fn pause(State(shared): State<Arc<Shared>>) -> Response {
@@ -176,7 +176,7 @@ async fn authorize(
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    let allowed = match &shared.config.admin.token {
+    let allowed = match &shared.config().admin.token {
         Some(token) => request
             .headers()
             .get("authorization")
@@ -185,7 +185,7 @@ async fn authorize(
             .is_some_and(|presented| constant_time_eq(presented.as_bytes(), token.as_bytes())),
         None => peer.ip().is_loopback(),
     };
-    match (allowed, &shared.config.admin.token) {
+    match (allowed, &shared.config().admin.token) {
         (true, _) => next.run(request).await,
         (false, Some(_)) => failure(StatusCode::UNAUTHORIZED, "a valid admin token is required"),
         (false, None) => failure(

@@ -190,7 +190,7 @@ fn show_nodes(shared: &Shared) -> Answer {
     let rows = topology
         .nodes
         .iter()
-        .zip(&shared.config.nodes)
+        .zip(&shared.config().nodes)
         .map(|(status, node)| {
             vec![
                 text(&node.name),
@@ -259,7 +259,8 @@ fn show_clients(shared: &Shared) -> Answer {
         .list()
         .iter()
         .map(|client| {
-            let node = client.node().and_then(|n| shared.config.nodes.get(n));
+            let config = shared.config();
+            let node = client.node().and_then(|n| config.nodes.get(n)).map(|n| n.name.clone());
             vec![
                 text(client.id),
                 text(&client.user),
@@ -267,7 +268,7 @@ fn show_clients(shared: &Shared) -> Answer {
                 text(&client.application_name),
                 text(client.peer),
                 text(client.state().as_str()),
-                node.map(|n| n.name.clone()),
+                node,
             ]
         })
         .collect();
@@ -310,7 +311,7 @@ fn show_servers(shared: &Shared) -> Answer {
 
 fn show_stats(shared: &Shared) -> Answer {
     let mut rows = Vec::new();
-    for (node, counters) in shared.config.nodes.iter().zip(&shared.metrics.nodes) {
+    for (node, counters) in shared.config().nodes.iter().zip(&shared.metrics.nodes) {
         for (at, (_, role)) in ROLES.iter().enumerate() {
             let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             let [reads, writes] = &counters.queries[at];
@@ -335,7 +336,7 @@ fn show_stats(shared: &Shared) -> Answer {
 
 fn show_config(shared: &Shared) -> Answer {
     let mut rows = Vec::new();
-    flatten("", &shared.config.redacted(), &mut rows);
+    flatten("", &shared.config().redacted(), &mut rows);
     Answer::Rows {
         columns: vec!["key", "value"],
         rows: rows

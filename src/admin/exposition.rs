@@ -61,8 +61,8 @@ fn role_name(role: crate::config::Role) -> &'static str {
 pub fn render(shared: &Shared) -> String {
     let mut e = Exposition { out: String::new() };
     let topology = shared.topology.load_full();
-    let names: Vec<&str> = shared
-        .config
+    let config = shared.config();
+    let names: Vec<&str> = config
         .nodes
         .iter()
         .map(|n| n.name.as_str())

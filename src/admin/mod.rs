@@ -25,7 +25,7 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds `admin_listen`.
     pub async fn bind(shared: Arc<Shared>) -> anyhow::Result<AdminServer> {
-        let address = shared.config.admin_listen.clone();
+        let address = shared.config().admin_listen.clone();
         let listener = TcpListener::bind(&address)
             .await
             .with_context(|| format!("admin_listen: cannot bind {address}"))?;

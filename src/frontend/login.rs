@@ -87,7 +87,7 @@ async fn negotiate(
     stream: &mut ClientStream,
     buf: &mut BytesMut,
 ) -> Result<Option<StartupRequest>, LoginError> {
-    let tls = &shared.config.tls;
+    let tls = &shared.config().tls;
     loop {
         let packet = loop {
             if let Some(packet) = startup::decode(buf)? {
@@ -156,7 +156,7 @@ fn check_admission(
     stream: &ClientStream,
     request: &StartupRequest,
 ) -> Result<(), PgError> {
-    if shared.config.tls.mode == ClientTlsMode::Require && !stream.is_tls() {
+    if shared.config().tls.mode == ClientTlsMode::Require && !stream.is_tls() {
         return Err(PgError::fatal(
             SqlState::INVALID_AUTHORIZATION,
             format!(
@@ -165,7 +165,7 @@ fn check_admission(
             ),
         ));
     }
-    if shared.client_count() > shared.config.max_client_connections {
+    if shared.client_count() > shared.config().max_client_connections {
         return Err(PgError::fatal(
             SqlState::TOO_MANY_CONNECTIONS,
             "sorry, too many clients already",
@@ -202,7 +202,7 @@ async fn authenticate(
             format!("password authentication failed for user \"{user}\""),
         ))
     };
-    match shared.config.auth_method {
+    match shared.config().auth_method {
         AuthMethod::Trust => {}
         AuthMethod::Md5 => {
             let salt: [u8; 4] = rand::random();

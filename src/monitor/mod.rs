@@ -75,9 +75,9 @@ impl Monitor {
         tls: Option<ServerTls>,
         requests: mpsc::Receiver<Envelope>,
     ) -> Option<Monitor> {
-        let config = &shared.config;
+        let config = shared.config();
         let settings = config.monitor.clone()?;
-        let targets = QueryTarget::monitor_targets(config, tls, "postgres", "pgsplit-monitor");
+        let targets = QueryTarget::monitor_targets(&config, tls, "postgres", "pgsplit-monitor");
         let count = targets.len();
         Some(Monitor {
             thresholds: Thresholds {

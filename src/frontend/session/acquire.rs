@@ -25,7 +25,7 @@ impl Session {
             self.shared.wait_while_paused().await;
         }
         let router = self.shared.router.clone();
-        let deadline = Instant::now() + self.shared.config.failover.client_wait;
+        let deadline = Instant::now() + self.shared.config().failover.client_wait;
         let wait = || async {
             if Instant::now() + PRIMARY_POLL > deadline {
                 return false;

@@ -213,7 +213,7 @@ impl Session {
             .map(|c| c.password.clone())
             .unwrap_or_default();
         let pools = shared
-            .config
+            .config()
             .nodes
             .iter()
             .enumerate()
@@ -319,7 +319,7 @@ impl Session {
     }
 
     fn pool_mode(&self) -> PoolMode {
-        self.shared.config.pool.mode
+        self.shared.config().pool.mode
     }
 
     /// Sends what a server sends after authentication. The first server
@@ -392,7 +392,7 @@ impl Session {
     /// Takes a server connection from `node`'s pool.
     async fn checkout(&self, node: usize) -> Result<PooledConnection, CheckoutError> {
         self.pools[node]
-            .checkout(self.shared.config.query_wait_timeout)
+            .checkout(self.shared.config().query_wait_timeout)
             .await
     }
 
@@ -517,7 +517,7 @@ impl Session {
     }
 
     async fn process_client_input(&mut self) -> Result<(), End> {
-        let limit = self.shared.config.max_message_size;
+        let limit = self.shared.config().max_message_size;
         loop {
             if !self.plan_unit() {
                 break;
@@ -699,7 +699,7 @@ impl Session {
     async fn on_query(&mut self, frame: Frame) {
         let text = frame.body().strip_suffix(b"\0").unwrap_or(frame.body());
         let text = String::from_utf8_lossy(text);
-        if self.shared.config.log.queries {
+        if self.shared.config().log.queries {
             tracing::info!(query = %text, "query");
         }
         let statements = split_statements(&text);
@@ -770,7 +770,7 @@ impl Session {
         }
         if self.pinned.is_some() || self.pool_mode() == PoolMode::Session {
             let reset = tokio::time::timeout(
-                self.shared.config.server_connect_timeout,
+                self.shared.config().server_connect_timeout,
                 server.run_silently("DISCARD ALL"),
             )
             .await;

@@ -84,7 +84,7 @@ impl Session {
     /// this round trip is rare). Runs on an idle connection, before the
     /// unit's messages, so nothing in flight can refer to them.
     pub(super) async fn trim_prepared(&self, server: &mut PooledConnection) -> io::Result<()> {
-        let limit = self.shared.config.pool.max_prepared_statements;
+        let limit = self.shared.config().pool.max_prepared_statements;
         if server.prepared.len() <= limit {
             return Ok(());
         }
@@ -154,7 +154,7 @@ impl Session {
             &self.statements,
             self.unnamed_class.as_ref(),
             &read_only,
-            shared.config.max_message_size,
+            shared.config().max_message_size,
         ) {
             Lookahead::Planned(traits) => {
                 self.unit = Some(traits);

@@ -11,7 +11,7 @@ impl Session {
             return Err(malformed("Parse"));
         };
         let query = String::from_utf8_lossy(parse.query);
-        if self.shared.config.log.queries {
+        if self.shared.config().log.queries {
             tracing::info!(query = %query, "parse");
         }
         let effect = session_effect(&query);
