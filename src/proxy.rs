@@ -17,7 +17,8 @@ use tracing::Instrument as _;
 
 use crate::admin::console::{self, ADMIN_DATABASE};
 use crate::admin::AdminServer;
-use crate::backend::{PoolSettings, Pools};
+use crate::backend::connection::LoginTarget;
+use crate::backend::{Pool, PoolKey, PoolSettings, Pools};
 use crate::config::Config;
 use crate::frontend::cancel::CancelRegistry;
 use crate::frontend::clients::ClientRegistry;
@@ -54,13 +55,23 @@ impl Credentials {
     }
 }
 
+/// Every user's credentials, verifiers derived once.
+fn credentials_of(config: &Config) -> HashMap<String, Arc<Credentials>> {
+    config
+        .users
+        .iter()
+        .map(|user| (user.name.clone(), Arc::new(Credentials::from_password(&user.password))))
+        .collect()
+}
+
 /// State every session can see.
 pub struct Shared {
     /// The configuration in force; replaced whole by a reload.
     config: ArcSwap<Config>,
-    credentials: HashMap<String, Credentials>,
+    /// The users' credentials; a reload replaces them.
+    credentials: ArcSwap<HashMap<String, Arc<Credentials>>>,
     /// The `monitor` user, who may use the admin console.
-    monitor_credentials: Option<(String, Credentials)>,
+    monitor_credentials: Option<(String, Arc<Credentials>)>,
     pub pools: Pools,
     pub cancels: Arc<CancelRegistry>,
     pub statement_names: StatementNames,
@@ -93,18 +104,41 @@ impl Shared {
     }
 
     /// The configured credentials of `user`, if pgsplit knows the user.
-    pub fn credentials(&self, user: &str) -> Option<&Credentials> {
-        self.credentials.get(user)
+    pub fn credentials(&self, user: &str) -> Option<Arc<Credentials>> {
+        self.credentials.load().get(user).cloned()
     }
 
     /// The credentials of `user` for the admin console: the `monitor`
     /// user's, or those of a user listed in `admin.users`.
-    pub fn admin_credentials(&self, user: &str) -> Option<&Credentials> {
+    pub fn admin_credentials(&self, user: &str) -> Option<Arc<Credentials>> {
         match &self.monitor_credentials {
-            Some((name, credentials)) if name == user => Some(credentials),
+            Some((name, credentials)) if name == user => Some(credentials.clone()),
             _ if self.config().admin.users.iter().any(|u| u == user) => self.credentials(user),
             _ => None,
         }
+    }
+
+    /// The pool of (`node`, `database`, `user`), created on first use;
+    /// `None` for a node the configuration does not have.
+    pub fn pool_for(&self, node: usize, database: &str, user: &str) -> Option<Arc<Pool>> {
+        let config = self.config();
+        let node_config = config.nodes.get(node)?;
+        let key = PoolKey {
+            node,
+            database: database.to_owned(),
+            user: user.to_owned(),
+        };
+        Some(self.pools.get_or_create(key, || LoginTarget {
+            node_name: node_config.name.clone(),
+            host: node_config.host.clone(),
+            port: node_config.port,
+            database: database.to_owned(),
+            user: user.to_owned(),
+            password: self
+                .credentials(user)
+                .map(|c| c.password.clone())
+                .unwrap_or_default(),
+        }))
     }
 
     /// Holds new transactions (`true`) or lets them go again, like
@@ -159,16 +193,6 @@ impl Proxy {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
             _ => None,
         };
-        let credentials = config
-            .users
-            .iter()
-            .map(|user| {
-                (
-                    user.name.clone(),
-                    Credentials::from_password(&user.password),
-                )
-            })
-            .collect();
         let server_tls = crate::backend::tls::from_config(&config.server_tls)?;
         let pools = Pools::new(PoolSettings {
             size: config.pool.size as usize,
@@ -197,11 +221,11 @@ impl Proxy {
             metrics: Metrics::new(config.nodes.len()),
             paused: watch::Sender::new(false),
             clients: Arc::new(ClientRegistry::default()),
-            credentials,
+            credentials: ArcSwap::from_pointee(credentials_of(&config)),
             monitor_credentials: config
                 .monitor
                 .as_ref()
-                .map(|m| (m.user.clone(), Credentials::from_password(&m.password))),
+                .map(|m| (m.user.clone(), Arc::new(Credentials::from_password(&m.password)))),
             pools,
             cancels: Arc::new(CancelRegistry::default()),
             statement_names: StatementNames::default(),

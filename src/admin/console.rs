@@ -311,7 +311,11 @@ fn show_servers(shared: &Shared) -> Answer {
 
 fn show_stats(shared: &Shared) -> Answer {
     let mut rows = Vec::new();
-    for (node, counters) in shared.config().nodes.iter().zip(&shared.metrics.nodes) {
+    let config = shared.config();
+    for (index, node) in config.nodes.iter().enumerate() {
+        let Some(counters) = shared.metrics.node(index) else {
+            continue;
+        };
         for (at, (_, role)) in ROLES.iter().enumerate() {
             let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             let [reads, writes] = &counters.queries[at];

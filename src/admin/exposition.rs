@@ -139,8 +139,10 @@ pub fn render(shared: &Shared) -> String {
     for (node, name) in names.iter().enumerate() {
         for (role_at, (_, role)) in ROLES.iter().enumerate() {
             for (kind_at, kind) in ["read", "write"].iter().enumerate() {
-                let count =
-                    shared.metrics.nodes[node].queries[role_at][kind_at].load(Ordering::Relaxed);
+                let count = shared
+                    .metrics
+                    .node(node)
+                    .map_or(0, |c| c.queries[role_at][kind_at].load(Ordering::Relaxed));
                 e.sample(
                     "pgsplit_queries_total",
                     &[("node", name), ("role", role), ("type", kind)],
@@ -156,7 +158,10 @@ pub fn render(shared: &Shared) -> String {
     );
     for (node, name) in names.iter().enumerate() {
         for (role_at, (_, role)) in ROLES.iter().enumerate() {
-            let count = shared.metrics.nodes[node].transactions[role_at].load(Ordering::Relaxed);
+            let count = shared
+                .metrics
+                .node(node)
+                .map_or(0, |c| c.transactions[role_at].load(Ordering::Relaxed));
             e.sample(
                 "pgsplit_transactions_total",
                 &[("node", name), ("role", role)],

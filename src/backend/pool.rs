@@ -39,6 +39,8 @@ pub struct PoolSettings {
 /// Why no server connection could be handed out.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
+    #[error("node {0} is not configured")]
+    NoSuchNode(usize),
     #[error("no server connection became free within {0:?}")]
     Timeout(Duration),
     #[error(transparent)]
@@ -47,7 +49,9 @@ pub enum CheckoutError {
 
 /// The connections of one (node, database, user).
 pub struct Pool {
-    target: LoginTarget,
+    node_name: String,
+    /// Where and as whom connections log in; a reload may change the password.
+    target: Mutex<LoginTarget>,
     settings: PoolSettings,
     idle: Mutex<Vec<ServerConnection>>,
     permits: Arc<Semaphore>,
@@ -71,7 +75,8 @@ impl Pool {
     fn new(target: LoginTarget, settings: PoolSettings) -> Pool {
         Pool {
             permits: Arc::new(Semaphore::new(settings.size)),
-            target,
+            node_name: target.node_name.clone(),
+            target: Mutex::new(target),
             settings,
             idle: Mutex::new(Vec::new()),
             waiting: AtomicUsize::new(0),
@@ -80,7 +85,13 @@ impl Pool {
 
     /// The node this pool connects to, by name.
     pub fn node_name(&self) -> &str {
-        &self.target.node_name
+        &self.node_name
+    }
+
+    /// New connections log in with `password` from now on (a reload
+    /// changed it); open ones stay logged in.
+    pub fn set_password(&self, password: &str) {
+        lock(&self.target).password = password.to_owned();
     }
 
     /// Hands out a connection, waiting up to `wait` for a free slot; reuses
@@ -105,8 +116,9 @@ impl Pool {
         let conn = match self.take_idle() {
             Some(conn) => conn,
             None => {
+                let target = lock(&self.target).clone();
                 ServerConnection::connect(
-                    &self.target,
+                    &target,
                     self.settings.connect_timeout,
                     self.settings.max_message_size,
                     self.settings.tls.as_ref(),
@@ -129,7 +141,7 @@ impl Pool {
             if self.is_reusable(&conn) && conn.is_healthy_when_idle() {
                 return Some(conn);
             }
-            tracing::debug!(node = %self.target.node_name, "dropping stale server connection");
+            tracing::debug!(node = %self.node_name, "dropping stale server connection");
         }
     }
 
@@ -212,6 +224,15 @@ impl Pools {
             .entry(key)
             .or_insert_with(|| Arc::new(Pool::new(target(), self.settings.clone())))
             .clone()
+    }
+
+    /// Points every pool of `user` at a new password.
+    pub fn set_password(&self, user: &str, password: &str) {
+        for (key, pool) in self.all() {
+            if key.user == user {
+                pool.set_password(password);
+            }
+        }
     }
 
     /// Closes the idle connections to `node` (it went down: they are dead

@@ -6,6 +6,9 @@
 pub mod histogram;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use crate::config::Role;
@@ -34,7 +37,8 @@ pub struct NodeCounters {
 /// Everything the data path counts.
 #[derive(Debug)]
 pub struct Metrics {
-    pub nodes: Vec<NodeCounters>,
+    /// Indexed like the config's nodes; a reload may add nodes at the end.
+    nodes: ArcSwap<Vec<Arc<NodeCounters>>>,
     /// Query durations by role.
     pub durations: [Histogram; 2],
 }
@@ -42,22 +46,40 @@ pub struct Metrics {
 impl Metrics {
     /// Counters for `nodes` nodes, all zero.
     pub fn new(nodes: usize) -> Metrics {
-        Metrics {
-            nodes: (0..nodes).map(|_| NodeCounters::default()).collect(),
+        let metrics = Metrics {
+            nodes: ArcSwap::from_pointee(Vec::new()),
             durations: Default::default(),
+        };
+        metrics.grow(nodes);
+        metrics
+    }
+
+    /// Makes room for `nodes` nodes (a reload added some).
+    pub fn grow(&self, nodes: usize) {
+        let current = self.nodes.load_full();
+        if current.len() >= nodes {
+            return;
         }
+        let mut grown = (*current).clone();
+        grown.resize_with(nodes, Default::default);
+        self.nodes.store(Arc::new(grown));
+    }
+
+    /// The counters of `node`.
+    pub fn node(&self, node: usize) -> Option<Arc<NodeCounters>> {
+        self.nodes.load().get(node).cloned()
     }
 
     /// A query sent to `node` while it had `role`.
     pub fn query(&self, node: usize, role: Role, writes: bool) {
-        if let Some(counters) = self.nodes.get(node) {
+        if let Some(counters) = self.nodes.load().get(node) {
             counters.queries[role_index(role)][usize::from(writes)].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A transaction (or autocommit unit) finished on `node`.
     pub fn transaction(&self, node: usize, role: Role) {
-        if let Some(counters) = self.nodes.get(node) {
+        if let Some(counters) = self.nodes.load().get(node) {
             counters.transactions[role_index(role)].fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -10,6 +10,8 @@ pub mod functions;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, LoadBalance, PrimaryReads, Route, RoutingConfig};
@@ -94,17 +96,65 @@ impl NoNode {
     }
 }
 
-/// Per-node routing state that changes on the data path.
-struct NodeLoad {
-    name: String,
-    weight: u64,
-    tags: Vec<String>,
+/// Per-node routing state that changes on the data path and survives
+/// reloads.
+#[derive(Debug, Default)]
+struct NodeActivity {
     in_flight: AtomicUsize,
     /// Milliseconds since the router started until which the node is skipped.
     skip_until_ms: AtomicU64,
     /// The highest replay position seen on the node by a session's own
     /// check, which may be newer than the monitor's.
     replay_lsn_seen: AtomicU64,
+}
+
+/// A node as routing sees it.
+struct NodeLoad {
+    name: String,
+    weight: u64,
+    tags: Vec<String>,
+    activity: Arc<NodeActivity>,
+}
+
+/// The routing settings and nodes in force; a reload replaces them whole.
+struct Plan {
+    routing: Arc<RoutingConfig>,
+    /// Indexed like the config's nodes (removed nodes keep their place).
+    nodes: Vec<NodeLoad>,
+}
+
+impl Plan {
+    /// The plan for `config`, keeping the activity of nodes `previous` had.
+    fn new(config: &Config, previous: Option<&Plan>) -> Plan {
+        let nodes = config
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| NodeLoad {
+                name: node.name.clone(),
+                weight: u64::from(node.weight.max(1)),
+                tags: node.tags.clone(),
+                activity: previous
+                    .and_then(|p| p.nodes.get(index))
+                    .map(|n| n.activity.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Plan {
+            routing: Arc::new(config.routing.clone()),
+            nodes,
+        }
+    }
+
+    fn weight(&self, node: usize) -> u64 {
+        self.nodes.get(node).map_or(1, |n| n.weight)
+    }
+
+    fn in_flight(&self, node: usize) -> u64 {
+        self.nodes
+            .get(node)
+            .map_or(0, |n| n.activity.in_flight.load(Ordering::Relaxed) as u64)
+    }
 }
 
 /// Routing events worth an operator's attention, counted since start.
@@ -137,8 +187,7 @@ impl RoutingCounters {
 pub struct Router {
     /// What routing had to work around.
     pub counters: RoutingCounters,
-    routing: RoutingConfig,
-    nodes: Vec<NodeLoad>,
+    plan: ArcSwap<Plan>,
     /// Roles and health, from the monitor.
     topology: SharedTopology,
     round_robin: AtomicU64,
@@ -147,7 +196,7 @@ pub struct Router {
 
 /// Counts a transaction as in flight on a node while it lives.
 pub struct InFlight {
-    router: Arc<Router>,
+    activity: Arc<NodeActivity>,
     node: usize,
 }
 
@@ -160,9 +209,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.router.nodes[self.node]
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed);
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -170,19 +217,7 @@ impl Router {
     /// Routes by `topology`, which starts from the configured roles.
     pub fn new(config: &Config, topology: SharedTopology) -> Router {
         Router {
-            routing: config.routing.clone(),
-            nodes: config
-                .nodes
-                .iter()
-                .map(|node| NodeLoad {
-                    name: node.name.clone(),
-                    weight: u64::from(node.weight.max(1)),
-                    tags: node.tags.clone(),
-                    in_flight: AtomicUsize::new(0),
-                    skip_until_ms: AtomicU64::new(0),
-                    replay_lsn_seen: AtomicU64::new(0),
-                })
-                .collect(),
+            plan: ArcSwap::from_pointee(Plan::new(config, None)),
             topology,
             round_robin: AtomicU64::new(0),
             started: Instant::now(),
@@ -190,24 +225,37 @@ impl Router {
         }
     }
 
+    /// Takes on a reloaded configuration (whose nodes keep their places).
+    pub fn reload(&self, config: &Config) {
+        let plan = Plan::new(config, Some(&self.plan.load()));
+        self.plan.store(Arc::new(plan));
+    }
+
     /// The node that takes writes right now, if any.
     pub fn primary(&self) -> Option<usize> {
         self.topology.load().primary
     }
 
-    /// The routing settings, for the session's sticky window and function lists.
-    pub fn settings(&self) -> &RoutingConfig {
-        &self.routing
+    /// The routing settings in force, for the session's consistency and
+    /// sticky window.
+    pub fn settings(&self) -> Arc<RoutingConfig> {
+        self.plan.load().routing.clone()
     }
 
     /// A node's name, for logs.
-    pub fn node_name(&self, node: usize) -> &str {
-        &self.nodes[node].name
+    pub fn node_name(&self, node: usize) -> String {
+        self.plan
+            .load()
+            .nodes
+            .get(node)
+            .map(|n| n.name.clone())
+            .unwrap_or_default()
     }
 
     /// The default route of a session, from the first matching rule.
     pub fn session_route(&self, user: &str, application_name: Option<&str>) -> SessionRoute {
-        let rule = self.routing.rules.iter().find(|rule| {
+        let routing = self.settings();
+        let rule = routing.rules.iter().find(|rule| {
             rule.user.as_deref().is_none_or(|u| u == user)
                 && rule
                     .application_name
@@ -220,7 +268,7 @@ impl Router {
                 tag: rule.tag.clone(),
             },
             None => SessionRoute {
-                route: self.routing.route,
+                route: routing.route,
                 tag: None,
             },
         }
@@ -241,12 +289,13 @@ impl Router {
             return primary_of(&topology).map(Pick::at);
         }
         let now_ms = self.now_ms();
-        let replicas: Vec<usize> = (0..self.nodes.len())
+        let plan = self.plan.load();
+        let replicas: Vec<usize> = (0..topology.nodes.len().min(plan.nodes.len()))
             .filter(|&index| {
-                let node = &self.nodes[index];
+                let node = &plan.nodes[index];
                 topology.is_readable_replica(index)
                     && !excluded.contains(&index)
-                    && node.skip_until_ms.load(Ordering::Relaxed) <= now_ms
+                    && node.activity.skip_until_ms.load(Ordering::Relaxed) <= now_ms
                     && session
                         .tag
                         .as_ref()
@@ -265,7 +314,7 @@ impl Router {
             .primary
             .filter(|&p| !excluded.contains(&p) && topology.nodes[p].state == NodeState::Up);
         let mut candidates = fresh;
-        match (self.routing.primary_reads, primary) {
+        match (plan.routing.primary_reads, primary) {
             (PrimaryReads::Always, Some(p)) if session.tag.is_none() => candidates.push(p),
             (PrimaryReads::Fallback, Some(p)) if candidates.is_empty() && replicas.is_empty() => {
                 self.counters.no_replica.fetch_add(1, Ordering::Relaxed);
@@ -273,14 +322,14 @@ impl Router {
             }
             _ => {}
         }
-        if let Some(node) = self.balance(&candidates) {
+        if let Some(node) = self.balance(&plan, &candidates) {
             return Ok(Pick::at(node));
         }
         if min_lsn.is_some() {
             // No replica is known to have the client's writes: check one, or
             // read from the primary whatever `primary_reads` says, since a
             // read must never go back in time.
-            return match self.balance(&replicas) {
+            return match self.balance(&plan, &replicas) {
                 Some(node) => Ok(Pick {
                     node,
                     verify_lsn: min_lsn,
@@ -297,66 +346,65 @@ impl Router {
     /// The newest replay position known for `node`.
     fn replay_lsn(&self, topology: &Topology, node: usize) -> u64 {
         let monitored = topology.nodes[node].replay_lsn.unwrap_or(0);
-        monitored.max(self.nodes[node].replay_lsn_seen.load(Ordering::Relaxed))
+        let seen = self
+            .plan
+            .load()
+            .nodes
+            .get(node)
+            .map_or(0, |n| n.activity.replay_lsn_seen.load(Ordering::Relaxed));
+        monitored.max(seen)
     }
 
     /// Notes a replay position a session saw on `node` itself.
     pub fn saw_replay_lsn(&self, node: usize, lsn: u64) {
-        self.nodes[node]
-            .replay_lsn_seen
-            .fetch_max(lsn, Ordering::Relaxed);
+        if let Some(n) = self.plan.load().nodes.get(node) {
+            n.activity.replay_lsn_seen.fetch_max(lsn, Ordering::Relaxed);
+        }
     }
 
-    fn balance(&self, candidates: &[usize]) -> Option<usize> {
+    fn balance(&self, plan: &Plan, candidates: &[usize]) -> Option<usize> {
         match candidates {
             [] => None,
             [only] => Some(*only),
-            _ => Some(match self.routing.load_balance {
+            _ => Some(match plan.routing.load_balance {
                 LoadBalance::LeastConnections => *candidates.iter().min_by(|&&a, &&b| {
                     // in_flight / weight, compared without division.
-                    let load = |n: usize| self.nodes[n].in_flight.load(Ordering::Relaxed) as u64;
-                    (load(a) * self.nodes[b].weight).cmp(&(load(b) * self.nodes[a].weight))
+                    (plan.in_flight(a) * plan.weight(b)).cmp(&(plan.in_flight(b) * plan.weight(a)))
                 })?,
                 LoadBalance::RoundRobin => {
                     let ticket = self.round_robin.fetch_add(1, Ordering::Relaxed);
-                    self.weighted_pick(candidates, ticket)
+                    weighted_pick(plan, candidates, ticket)
                 }
-                LoadBalance::Random => self.weighted_pick(candidates, rand::random::<u64>()),
+                LoadBalance::Random => weighted_pick(plan, candidates, rand::random::<u64>()),
             }),
         }
-    }
-
-    /// The candidate that `ticket` lands on when each takes `weight` slots.
-    fn weighted_pick(&self, candidates: &[usize], ticket: u64) -> usize {
-        let total: u64 = candidates.iter().map(|&n| self.nodes[n].weight).sum();
-        let mut slot = ticket % total.max(1);
-        for &node in candidates {
-            let weight = self.nodes[node].weight;
-            if slot < weight {
-                return node;
-            }
-            slot -= weight;
-        }
-        candidates[0]
     }
 
     /// Marks a transaction as running on `node` until the guard drops.
     /// A transaction bound for the primary must check [`Self::changing_primary`]
     /// after this: a switchover waits for these counts to drop to zero after
     /// announcing itself, so one of the two always sees the other.
-    pub fn start_transaction(self: &Arc<Self>, node: usize) -> InFlight {
-        self.nodes[node].in_flight.fetch_add(1, Ordering::SeqCst);
+    pub fn start_transaction(&self, node: usize) -> InFlight {
+        let activity = self
+            .plan
+            .load()
+            .nodes
+            .get(node)
+            .map(|n| n.activity.clone())
+            .unwrap_or_default();
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
-        InFlight {
-            router: self.clone(),
-            node,
-        }
+        InFlight { activity, node }
     }
 
     /// Transactions running on `node` (or about to).
     pub fn in_flight(&self, node: usize) -> usize {
         std::sync::atomic::fence(Ordering::SeqCst);
-        self.nodes[node].in_flight.load(Ordering::SeqCst)
+        self.plan
+            .load()
+            .nodes
+            .get(node)
+            .map_or(0, |n| n.activity.in_flight.load(Ordering::SeqCst))
     }
 
     /// Whether a failover or switchover is moving the primary role.
@@ -371,14 +419,28 @@ impl Router {
             .replica_unavailable
             .fetch_add(1, Ordering::Relaxed);
         let until = self.now_ms() + FAILED_NODE_BACKOFF.as_millis() as u64;
-        self.nodes[node]
-            .skip_until_ms
-            .store(until, Ordering::Relaxed);
+        if let Some(n) = self.plan.load().nodes.get(node) {
+            n.activity.skip_until_ms.store(until, Ordering::Relaxed);
+        }
     }
 
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
+}
+
+/// The candidate that `ticket` lands on when each takes `weight` slots.
+fn weighted_pick(plan: &Plan, candidates: &[usize], ticket: u64) -> usize {
+    let total: u64 = candidates.iter().map(|&n| plan.weight(n)).sum();
+    let mut slot = ticket % total.max(1);
+    for &node in candidates {
+        let weight = plan.weight(node);
+        if slot < weight {
+            return node;
+        }
+        slot -= weight;
+    }
+    candidates[0]
 }
 
 /// The primary, or why there is none.

@@ -95,7 +95,9 @@ impl Session {
             tracing::warn!(%error, "no server connection for client");
             let code = match error {
                 CheckoutError::Timeout(_) => SqlState::TOO_MANY_CONNECTIONS,
-                CheckoutError::Connect(_) => SqlState::CONNECTION_FAILURE,
+                CheckoutError::Connect(_) | CheckoutError::NoSuchNode(_) => {
+                    SqlState::CONNECTION_FAILURE
+                }
             };
             return Err(PgError::error(code, format!("pgsplit: {error}")));
         }

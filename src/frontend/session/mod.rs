@@ -30,8 +30,7 @@ use super::settings::{replay_sql, SessionSettings};
 use super::statements::{ClientStatements, PreparedStatement};
 use super::stream::ClientStream;
 use super::unit::{self, Lookahead, UnitTraits};
-use crate::backend::connection::LoginTarget;
-use crate::backend::{CheckoutError, ConnectError, Pool, PoolKey, PooledConnection};
+use crate::backend::{CheckoutError, ConnectError, Pool, PooledConnection};
 use crate::config::Route;
 use crate::config::{Consistency, PoolMode, Role};
 use crate::protocol::frame::{self, Frame};
@@ -117,6 +116,8 @@ pub struct Session {
     cancel_key: CancelKey,
     /// The database the client connected to (function volatility is per database).
     database: String,
+    /// The user it logged in as.
+    user: String,
     /// Where this session's transactions go (rules, `SET pgsplit.route`).
     route: SessionRoute,
     /// The route from the config rules, which `RESET pgsplit.route` restores.
@@ -172,7 +173,7 @@ fn login_failure(error: CheckoutError) -> Bytes {
         CheckoutError::Timeout(_) => {
             PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, format!("pgsplit: {error}")).to_message()
         }
-        CheckoutError::Connect(other) => {
+        other @ (CheckoutError::Connect(_) | CheckoutError::NoSuchNode(_)) => {
             PgError::fatal(SqlState::CONNECTION_FAILURE, other.to_string()).to_message()
         }
     }
@@ -208,30 +209,9 @@ impl Session {
         shutdown: watch::Receiver<bool>,
     ) {
         let request = login.request;
-        let password = shared
-            .credentials(&request.user)
-            .map(|c| c.password.clone())
-            .unwrap_or_default();
-        let pools = shared
-            .config()
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(index, node)| {
-                let key = PoolKey {
-                    node: index,
-                    database: request.database.clone(),
-                    user: request.user.clone(),
-                };
-                shared.pools.get_or_create(key, || LoginTarget {
-                    node_name: node.name.clone(),
-                    host: node.host.clone(),
-                    port: node.port,
-                    database: request.database.clone(),
-                    user: request.user.clone(),
-                    password: password.clone(),
-                })
-            })
+        let nodes = shared.config().nodes.len();
+        let pools = (0..nodes)
+            .filter_map(|node| shared.pool_for(node, &request.database, &request.user))
             .collect();
         let cancel_key = shared.cancels.register();
         let application_name = request
@@ -276,6 +256,7 @@ impl Session {
             lost_state: None,
             cancel_key,
             database: request.database.clone(),
+            user: request.user.clone(),
             default_route,
             route,
             consistency: shared.router.settings().consistency,
@@ -391,9 +372,15 @@ impl Session {
 
     /// Takes a server connection from `node`'s pool.
     async fn checkout(&self, node: usize) -> Result<PooledConnection, CheckoutError> {
-        self.pools[node]
-            .checkout(self.shared.config().query_wait_timeout)
-            .await
+        // A node added by a reload after this client logged in is looked up.
+        let pool = match self.pools.get(node) {
+            Some(pool) => pool.clone(),
+            None => self
+                .shared
+                .pool_for(node, &self.database, &self.user)
+                .ok_or(CheckoutError::NoSuchNode(node))?,
+        };
+        pool.checkout(self.shared.config().query_wait_timeout).await
     }
 
     /// Brings a server connection's settings in line with this client's.

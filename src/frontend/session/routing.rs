@@ -137,7 +137,7 @@ impl Session {
     /// from the primary only.
     pub(super) fn recently_wrote(&self) -> bool {
         self.consistency != Consistency::Eventual
-            && unit::within_sticky_window(self.shared.router.settings(), self.last_write)
+            && unit::within_sticky_window(&self.shared.router.settings(), self.last_write)
     }
 
     /// Looks at the unit about to start, once, before a node is chosen.
