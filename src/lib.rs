@@ -14,6 +14,7 @@ pub mod monitor;
 pub mod net;
 pub mod protocol;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod sql;
 pub mod sync;

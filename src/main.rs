@@ -60,21 +60,26 @@ fn main() -> ExitCode {
 }
 
 /// The configuration from the file given, `$PGSPLIT_CONFIG`, or the environment.
-fn load(path: Option<PathBuf>, vars: &Variables) -> anyhow::Result<(Config, String)> {
+fn load(path: Option<PathBuf>, vars: &Variables) -> anyhow::Result<(Config, Option<PathBuf>)> {
     let path = path.or_else(|| vars.get("PGSPLIT_CONFIG").map(PathBuf::from));
-    let source = match &path {
+    let config = Config::load_layered(path.as_deref(), vars)?;
+    Ok((config, path))
+}
+
+/// Where the configuration came from, for messages.
+fn describe(path: &Option<PathBuf>) -> String {
+    match path {
         Some(path) => path.display().to_string(),
         None => "the environment".to_owned(),
-    };
-    let config = Config::load_layered(path.as_deref(), vars)?;
-    Ok((config, source))
+    }
 }
 
 fn check(path: Option<PathBuf>, vars: &Variables) -> anyhow::Result<()> {
-    let (config, source) = load(path, vars)?;
+    let (config, path) = load(path, vars)?;
     println!("{}", serde_json::to_string_pretty(&config.redacted())?);
     eprintln!(
-        "{source}: ok ({} nodes, {} users, {:?} pooling)",
+        "{}: ok ({} nodes, {} users, {:?} pooling)",
+        describe(&path),
         config.nodes.len(),
         config.users.len(),
         config.pool.mode
@@ -83,11 +88,11 @@ fn check(path: Option<PathBuf>, vars: &Variables) -> anyhow::Result<()> {
 }
 
 fn run(path: Option<PathBuf>, vars: &Variables) -> anyhow::Result<()> {
-    let (config, source) = load(path, vars)?;
+    let (config, path) = load(path, vars)?;
     init_logging(config.log.format);
-    tracing::info!(config = %source, "configuration loaded");
+    tracing::info!(config = %describe(&path), "configuration loaded");
     runtime()?.block_on(async {
-        let proxy = Proxy::bind(config).await?;
+        let proxy = Proxy::bind_with_source(config, path).await?;
         tracing::info!(address = %proxy.local_addr()?, "pgsplit listening");
         proxy.run(shutdown_signal()).await
     })

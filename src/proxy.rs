@@ -60,7 +60,12 @@ fn credentials_of(config: &Config) -> HashMap<String, Arc<Credentials>> {
     config
         .users
         .iter()
-        .map(|user| (user.name.clone(), Arc::new(Credentials::from_password(&user.password))))
+        .map(|user| {
+            (
+                user.name.clone(),
+                Arc::new(Credentials::from_password(&user.password)),
+            )
+        })
         .collect()
 }
 
@@ -68,6 +73,8 @@ fn credentials_of(config: &Config) -> HashMap<String, Arc<Credentials>> {
 pub struct Shared {
     /// The configuration in force; replaced whole by a reload.
     config: ArcSwap<Config>,
+    /// Where it was read from (`None`: the environment, or built in code).
+    config_path: Option<std::path::PathBuf>,
     /// The users' credentials; a reload replaces them.
     credentials: ArcSwap<HashMap<String, Arc<Credentials>>>,
     /// The `monitor` user, who may use the admin console.
@@ -103,6 +110,17 @@ impl Shared {
         self.config.load()
     }
 
+    /// The file the configuration came from, if any (reload reads it again).
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config_path.as_deref()
+    }
+
+    /// Puts a reloaded configuration in force, with its users' credentials.
+    pub(crate) fn replace_config(&self, config: Arc<Config>) {
+        self.credentials.store(Arc::new(credentials_of(&config)));
+        self.config.store(config);
+    }
+
     /// The configured credentials of `user`, if pgsplit knows the user.
     pub fn credentials(&self, user: &str) -> Option<Arc<Credentials>> {
         self.credentials.load().get(user).cloned()
@@ -128,16 +146,18 @@ impl Shared {
             database: database.to_owned(),
             user: user.to_owned(),
         };
-        Some(self.pools.get_or_create(key, || LoginTarget {
-            node_name: node_config.name.clone(),
-            host: node_config.host.clone(),
-            port: node_config.port,
-            database: database.to_owned(),
-            user: user.to_owned(),
-            password: self
-                .credentials(user)
-                .map(|c| c.password.clone())
-                .unwrap_or_default(),
+        Some(self.pools.get_or_create(key, || {
+            LoginTarget {
+                node_name: node_config.name.clone(),
+                host: node_config.host.clone(),
+                port: node_config.port,
+                database: database.to_owned(),
+                user: user.to_owned(),
+                password: self
+                    .credentials(user)
+                    .map(|c| c.password.clone())
+                    .unwrap_or_default(),
+            }
         }))
     }
 
@@ -189,6 +209,15 @@ pub struct Proxy {
 impl Proxy {
     /// Binds the client port and prepares shared state (TLS, verifiers).
     pub async fn bind(config: Config) -> anyhow::Result<Proxy> {
+        Proxy::bind_with_source(config, None).await
+    }
+
+    /// Like [`Proxy::bind`], remembering the file `config` came from, which
+    /// a reload reads again.
+    pub async fn bind_with_source(
+        config: Config,
+        config_path: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Proxy> {
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
             _ => None,
@@ -222,16 +251,19 @@ impl Proxy {
             paused: watch::Sender::new(false),
             clients: Arc::new(ClientRegistry::default()),
             credentials: ArcSwap::from_pointee(credentials_of(&config)),
-            monitor_credentials: config
-                .monitor
-                .as_ref()
-                .map(|m| (m.user.clone(), Arc::new(Credentials::from_password(&m.password)))),
+            monitor_credentials: config.monitor.as_ref().map(|m| {
+                (
+                    m.user.clone(),
+                    Arc::new(Credentials::from_password(&m.password)),
+                )
+            }),
             pools,
             cancels: Arc::new(CancelRegistry::default()),
             statement_names: StatementNames::default(),
             tls,
             connections: AtomicUsize::new(0),
             config: ArcSwap::from_pointee(config),
+            config_path,
         };
         let shared = Arc::new(shared);
         let monitor = Monitor::new(shared.clone(), server_tls, monitor_requests);
@@ -270,6 +302,7 @@ impl Proxy {
             .take()
             .map(|monitor| tokio::spawn(monitor.run()));
         let admin = self.admin.take().map(|admin| tokio::spawn(admin.run()));
+        let reloader = tokio::spawn(reload_on_hangup(self.shared.clone()));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -304,6 +337,7 @@ impl Proxy {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         pruner.abort();
+        reloader.abort();
         for task in [monitor, admin].into_iter().flatten() {
             task.abort();
         }
@@ -356,6 +390,26 @@ async fn serve_client(
         }
     }
     drop(guard);
+}
+
+/// Reloads the configuration on every `SIGHUP`, as PostgreSQL and
+/// PgBouncer do.
+async fn reload_on_hangup(shared: Arc<Shared>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload through the admin API");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if let Err(error) = crate::reload::reload(&shared).await {
+                tracing::error!(%error, "reload refused");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = shared;
 }
 
 async fn prune_idle_connections(shared: Arc<Shared>) {

@@ -113,6 +113,34 @@ async fn runs_from_a_config_file_and_stops_cleanly_on_sigterm() {
     let (mut child, client) = start(command, &listen).await;
     let rows = client.simple_query("SELECT 1").await.unwrap();
     assert!(!rows.is_empty());
+
+    // SIGHUP reloads the file: new sessions send everything to the primary.
+    let primary = with_cluster(|c| c.primary().port.to_string());
+    std::fs::write(
+        file.path(),
+        format!("{yaml}routing: {{ route: primary }}\n"),
+    )
+    .unwrap();
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    let reloaded = Instant::now();
+    loop {
+        let fresh = try_connect(&common::app_url(listen.parse().unwrap()))
+            .await
+            .unwrap();
+        let rows = fresh.simple_query("SHOW port").await.unwrap();
+        let port = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        });
+        if port.as_deref() == Some(primary.as_str()) {
+            break;
+        }
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let busy = common::try_connect(&common::app_url(listen.parse().unwrap()))
         .await
         .unwrap();

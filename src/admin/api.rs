@@ -23,6 +23,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let actions = Router::new()
         .route("/api/pause", post(pause))
         .route("/api/resume", post(resume))
+        .route("/api/reload", post(reload))
         .route("/api/switchover", post(switchover))
         .route("/api/promote", post(promote))
         .route("/api/nodes/{name}/rejoin", post(rejoin))
@@ -95,11 +96,7 @@ async fn pools(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn clients(State(shared): State<Arc<Shared>>) -> Response {
     let config = shared.config();
-    let names: Vec<&str> = config
-        .nodes
-        .iter()
-        .map(|n| n.name.as_str())
-        .collect();
+    let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
     let clients: Vec<_> = shared
         .clients
         .list()
@@ -132,6 +129,13 @@ async fn pause(State(shared): State<Arc<Shared>>) -> Response {
 async fn resume(State(shared): State<Arc<Shared>>) -> Response {
     shared.set_paused(false);
     Json(json!({ "result": "new transactions go ahead" })).into_response()
+}
+
+async fn reload(State(shared): State<Arc<Shared>>) -> Response {
+    match crate::reload::reload(&shared).await {
+        Ok(result) => Json(json!({ "result": result })).into_response(),
+        Err(error) => failure(StatusCode::BAD_REQUEST, &error),
+    }
 }
 
 async fn nodes(State(shared): State<Arc<Shared>>) -> Response {

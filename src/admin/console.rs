@@ -1,7 +1,7 @@
 //! The admin console: connecting to the virtual database `pgsplit` (as the
 //! `monitor` user or one listed in `admin.users`) gives a session that
 //! answers `SHOW NODES`, `SHOW POOLS`, `SHOW CLIENTS`, `SHOW SERVERS`,
-//! `SHOW STATS`, `SHOW CONFIG`, `PAUSE`, `RESUME`, `SWITCHOVER <node>`,
+//! `SHOW STATS`, `SHOW CONFIG`, `PAUSE`, `RESUME`, `RELOAD`, `SWITCHOVER <node>`,
 //! `PROMOTE [<node>]` and `REJOIN <node>` with ordinary result sets, as
 //! PgBouncer's console does. Only the simple query protocol is spoken.
 
@@ -161,6 +161,13 @@ async fn execute(shared: &Shared, command: &str) -> Result<Answer, PgError> {
             shared.set_paused(true);
             Ok(Answer::Done { tag: "PAUSE", notice: None })
         }
+        ["RELOAD"] => crate::reload::reload(shared)
+            .await
+            .map(|result| Answer::Done {
+                tag: "RELOAD",
+                notice: Some(result),
+            })
+            .map_err(|error| PgError::error(SqlState::INVALID_PARAMETER_VALUE, error)),
         ["RESUME"] => {
             shared.set_paused(false);
             Ok(Answer::Done { tag: "RESUME", notice: None })
@@ -175,7 +182,7 @@ async fn execute(shared: &Shared, command: &str) -> Result<Answer, PgError> {
         _ => Err(PgError::error(
             SqlState::SYNTAX_ERROR,
             format!(
-                "unknown admin console command \"{command}\" (SHOW NODES|POOLS|CLIENTS|SERVERS|STATS|CONFIG, PAUSE, RESUME, SWITCHOVER <node>, PROMOTE [<node>], REJOIN <node>)"
+                "unknown admin console command \"{command}\" (SHOW NODES|POOLS|CLIENTS|SERVERS|STATS|CONFIG, PAUSE, RESUME, RELOAD, SWITCHOVER <node>, PROMOTE [<node>], REJOIN <node>)"
             ),
         )),
     }
@@ -187,10 +194,12 @@ fn text(value: impl ToString) -> Option<String> {
 
 fn show_nodes(shared: &Shared) -> Answer {
     let topology = shared.topology.load_full();
+    let config = shared.config();
     let rows = topology
         .nodes
         .iter()
-        .zip(&shared.config().nodes)
+        .zip(&config.nodes)
+        .filter(|(_, node)| !node.removed)
         .map(|(status, node)| {
             vec![
                 text(&node.name),
@@ -260,7 +269,10 @@ fn show_clients(shared: &Shared) -> Answer {
         .iter()
         .map(|client| {
             let config = shared.config();
-            let node = client.node().and_then(|n| config.nodes.get(n)).map(|n| n.name.clone());
+            let node = client
+                .node()
+                .and_then(|n| config.nodes.get(n))
+                .map(|n| n.name.clone());
             vec![
                 text(client.id),
                 text(&client.user),
@@ -291,7 +303,10 @@ fn show_servers(shared: &Shared) -> Answer {
     let mut rows = Vec::new();
     for (key, pool) in shared.pools.all() {
         let stats = pool.stats();
-        let role = format!("{:?}", topology.nodes[key.node].role).to_lowercase();
+        let Some(status) = topology.nodes.get(key.node) else {
+            continue;
+        };
+        let role = format!("{:?}", status.role).to_lowercase();
         for (state, count) in [("active", stats.active), ("idle", stats.idle)] {
             rows.push(vec![
                 text(pool.node_name()),
@@ -312,7 +327,7 @@ fn show_servers(shared: &Shared) -> Answer {
 fn show_stats(shared: &Shared) -> Answer {
     let mut rows = Vec::new();
     let config = shared.config();
-    for (index, node) in config.nodes.iter().enumerate() {
+    for (index, node) in config.nodes.iter().enumerate().filter(|(_, n)| !n.removed) {
         let Some(counters) = shared.metrics.node(index) else {
             continue;
         };

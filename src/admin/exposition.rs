@@ -62,10 +62,14 @@ pub fn render(shared: &Shared) -> String {
     let mut e = Exposition { out: String::new() };
     let topology = shared.topology.load_full();
     let config = shared.config();
-    let names: Vec<&str> = config
+    // Nodes a reload removed are left out; the others keep their indexes.
+    let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
+    let live: Vec<(usize, &str)> = config
         .nodes
         .iter()
-        .map(|n| n.name.as_str())
+        .enumerate()
+        .filter(|(_, n)| !n.removed)
+        .map(|(i, n)| (i, n.name.as_str()))
         .collect();
 
     e.family("pgsplit_build_info", "gauge", "pgsplit's version.");
@@ -110,9 +114,12 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "Server connections by node, role and state.",
     );
-    for (node, name) in names.iter().enumerate() {
+    for &(node, name) in &live {
         let stats = per_node.get(&node).copied().unwrap_or_default();
-        let role = role_name(topology.nodes[node].role);
+        let Some(status) = topology.nodes.get(node) else {
+            continue;
+        };
+        let role = role_name(status.role);
         for (state, count) in [("active", stats.active), ("idle", stats.idle)] {
             e.sample(
                 "pgsplit_server_connections",
@@ -126,7 +133,7 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "Clients waiting for a server connection, by node.",
     );
-    for (node, name) in names.iter().enumerate() {
+    for &(node, name) in &live {
         let waiting = per_node.get(&node).map_or(0, |s| s.waiting);
         e.sample("pgsplit_pool_waiting_clients", &[("node", name)], waiting);
     }
@@ -136,7 +143,7 @@ pub fn render(shared: &Shared) -> String {
         "counter",
         "Statements sent to servers, by node, role and kind.",
     );
-    for (node, name) in names.iter().enumerate() {
+    for &(node, name) in &live {
         for (role_at, (_, role)) in ROLES.iter().enumerate() {
             for (kind_at, kind) in ["read", "write"].iter().enumerate() {
                 let count = shared
@@ -156,7 +163,7 @@ pub fn render(shared: &Shared) -> String {
         "counter",
         "Transactions (and autocommit statements) finished, by node and role.",
     );
-    for (node, name) in names.iter().enumerate() {
+    for &(node, name) in &live {
         for (role_at, (_, role)) in ROLES.iter().enumerate() {
             let count = shared
                 .metrics
@@ -205,7 +212,7 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "WAL a replica has yet to replay.",
     );
-    for (node, status) in topology.nodes.iter().enumerate() {
+    for (node, status) in topology.configured().filter(|(i, _)| *i < names.len()) {
         if let Some(lag) = status.lag_bytes {
             e.sample(
                 "pgsplit_replication_lag_bytes",
@@ -219,7 +226,7 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "How long ago the primary wrote the oldest WAL a replica has not replayed.",
     );
-    for (node, status) in topology.nodes.iter().enumerate() {
+    for (node, status) in topology.configured().filter(|(i, _)| *i < names.len()) {
         if let Some(lag) = status.lag_seconds {
             e.sample(
                 "pgsplit_replication_lag_seconds",
@@ -233,7 +240,7 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "1 when the node answered its last check.",
     );
-    for (node, status) in topology.nodes.iter().enumerate() {
+    for (node, status) in topology.configured().filter(|(i, _)| *i < names.len()) {
         let up = u8::from(status.last_error.is_none() && status.state != NodeState::Down);
         e.sample(
             "pgsplit_node_up",
@@ -246,7 +253,7 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "1 for the state each node is in.",
     );
-    for (node, status) in topology.nodes.iter().enumerate() {
+    for (node, status) in topology.configured().filter(|(i, _)| *i < names.len()) {
         for state in NodeState::ALL {
             let current = u8::from(status.state == state);
             e.sample(

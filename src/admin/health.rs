@@ -61,7 +61,7 @@ pub fn health(topology: &Topology) -> Health {
         .nodes
         .iter()
         .enumerate()
-        .filter(|(i, _)| Some(*i) != topology.primary)
+        .filter(|(i, n)| Some(*i) != topology.primary && n.state != NodeState::Removed)
         .map(|(_, n)| n)
         .collect();
     let status = match primary {

@@ -281,6 +281,10 @@ pub struct NodeConfig {
     /// Among equally caught-up replicas, the highest priority is promoted.
     #[serde(default, deserialize_with = "number::deserialize")]
     pub priority: u32,
+    /// Taken out by a reload: the node keeps its place (indexes stay
+    /// stable while pgsplit runs) but gets no traffic and no checks.
+    #[serde(skip)]
+    pub removed: bool,
 }
 
 /// Role of a node in read/write splitting.
@@ -391,6 +395,10 @@ impl Config {
         }
         let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         redact(&mut value);
+        if let Some(serde_json::Value::Array(nodes)) = value.get_mut("nodes") {
+            let mut removed = self.nodes.iter().map(|n| n.removed);
+            nodes.retain(|_| !removed.next().unwrap_or(false));
+        }
         value
     }
 

@@ -78,6 +78,7 @@ fn minimal_config_gets_defaults() {
             tags: Vec::new(),
             promote: true,
             priority: 0,
+            removed: false,
         }]
     );
     assert_eq!(c.monitor, None);

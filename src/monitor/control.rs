@@ -14,6 +14,11 @@ pub enum Request {
     /// Readmit a fenced or `needs_rejoin` node after it was rebuilt (runs
     /// `failover.rejoin_command` first when configured).
     Rejoin { node: String },
+    /// Take on a reloaded configuration (nodes added or removed, lag
+    /// limits, failover settings).
+    Reload {
+        config: std::sync::Arc<crate::config::Config>,
+    },
 }
 
 /// A request with the channel its outcome goes back on.

@@ -64,6 +64,10 @@ pub(super) fn report_changes(
                     tracing::warn!(node = %new.name, "node is fenced: no traffic until it is rejoined");
                     String::new()
                 }
+                NodeState::Removed => {
+                    tracing::info!(node = %new.name, "node removed from the configuration");
+                    String::new()
+                }
                 NodeState::NeedsRejoin => {
                     tracing::warn!(node = %new.name, "replica cannot follow the primary: no reads until it is rejoined");
                     String::new()

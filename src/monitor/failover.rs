@@ -141,6 +141,10 @@ impl Monitor {
                 let node = self.node_index(&node)?;
                 self.rejoin(node).await
             }
+            Request::Reload { config } => {
+                self.follow_config(&config);
+                Ok("the monitor follows the new configuration".to_owned())
+            }
         }
     }
 
@@ -435,6 +439,7 @@ mod tests {
             tags: Vec::new(),
             promote,
             priority,
+            removed: false,
         };
         let nodes = [
             node("p", true, 0),

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::query_client::QueryTarget;
 use crate::backend::tls::ServerTls;
-use crate::config::{FailoverConfig, MonitorConfig, NodeConfig, Role};
+use crate::config::{Config, FailoverConfig, MonitorConfig, NodeConfig, Role};
 use crate::proxy::Shared;
 use control::Envelope;
 pub use control::{MonitorHandle, Request};
@@ -271,12 +271,34 @@ impl Monitor {
                 }
             }
         };
-        if self.fenced[index] {
+        if self.nodes[index].removed {
+            status.state = NodeState::Removed;
+        } else if self.fenced[index] {
             status.state = NodeState::Fenced;
         } else if self.needs_rejoin[index] {
             status.state = NodeState::NeedsRejoin;
         }
         status
+    }
+
+    /// Takes on a reloaded configuration: checks nodes it added, stops
+    /// checking nodes it removed, and uses its lag and failover settings.
+    fn follow_config(&mut self, config: &Config) {
+        self.failover = config.failover.clone();
+        self.thresholds.max_lag_bytes = config.routing.max_lag_bytes as u64;
+        self.thresholds.max_lag = config.routing.max_lag;
+        let tls = self.targets.first().and_then(|t| t.tls.clone());
+        let targets = QueryTarget::monitor_targets(config, tls, "postgres", "pgsplit-monitor");
+        for target in targets.iter().skip(self.probes.len()) {
+            self.probes.push(Probe::new(target.clone()));
+            self.health.push(Health::default());
+            self.unreachable_since.push(None);
+            self.fenced.push(false);
+            self.needs_rejoin.push(false);
+        }
+        self.targets = targets;
+        self.nodes = config.nodes.clone();
+        self.publish_with(|t| t.follow_config(config));
     }
 
     /// How long node `index` has failed every check, if it has.

@@ -24,6 +24,8 @@ pub enum NodeState {
     /// A replica that could not follow the new primary: no reads until
     /// it is rebuilt or rejoined.
     NeedsRejoin,
+    /// Taken out of the configuration by a reload.
+    Removed,
 }
 
 impl NodeState {
@@ -44,6 +46,7 @@ impl NodeState {
             NodeState::Lagging => "lagging",
             NodeState::Fenced => "fenced",
             NodeState::NeedsRejoin => "needs_rejoin",
+            NodeState::Removed => "removed",
         }
     }
 }
@@ -184,6 +187,28 @@ impl Topology {
         self.nodes
             .get(node)
             .is_some_and(|n| n.role == Role::Replica && n.state == NodeState::Up)
+    }
+
+    /// Follows a reloaded configuration: nodes it added are appended
+    /// (unchecked yet), nodes it removed are marked so.
+    pub fn follow_config(&mut self, config: &Config) {
+        for (index, node) in config.nodes.iter().enumerate() {
+            if index >= self.nodes.len() {
+                self.nodes
+                    .push(NodeStatus::unchecked(&node.name, node.role));
+            }
+            if node.removed {
+                self.nodes[index].state = NodeState::Removed;
+            }
+        }
+    }
+
+    /// The nodes still configured, with their indexes.
+    pub fn configured(&self) -> impl Iterator<Item = (usize, &NodeStatus)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.state != NodeState::Removed)
     }
 
     /// Whether two or more nodes claim to be primary.

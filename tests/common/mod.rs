@@ -67,6 +67,16 @@ pub fn spawn_proxy(config: Config) -> SocketAddr {
 /// Like [`spawn_proxy`], also giving access to what pgsplit believes about
 /// the nodes and to its admin API.
 pub fn spawn_watched_proxy(config: Config) -> RunningProxy {
+    spawn_proxy_with_source(config, None)
+}
+
+/// Runs a pgsplit with the config file at `path`, which a reload reads again.
+pub fn spawn_proxy_from_file(path: &std::path::Path) -> RunningProxy {
+    let config = Config::load(path).expect("valid test config file");
+    spawn_proxy_with_source(config, Some(path.to_path_buf()))
+}
+
+fn spawn_proxy_with_source(config: Config, path: Option<std::path::PathBuf>) -> RunningProxy {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -75,7 +85,9 @@ pub fn spawn_watched_proxy(config: Config) -> RunningProxy {
             .build()
             .expect("runtime");
         runtime.block_on(async move {
-            let proxy = Proxy::bind(config).await.expect("bind proxy");
+            let proxy = Proxy::bind_with_source(config, path)
+                .await
+                .expect("bind proxy");
             let running = RunningProxy {
                 addr: proxy.local_addr().expect("local addr"),
                 admin: proxy.admin_addr().expect("admin addr"),

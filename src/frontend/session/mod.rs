@@ -405,7 +405,13 @@ impl Session {
 
     fn attach(&mut self, server: PooledConnection, in_flight: InFlight) {
         let node = in_flight.node();
-        self.server_role = self.shared.topology.load().nodes[node].role;
+        self.server_role = self
+            .shared
+            .topology
+            .load()
+            .nodes
+            .get(node)
+            .map_or(Role::Replica, |n| n.role);
         self.registration.entry.set(ClientState::Active, Some(node));
         self.in_flight = Some(in_flight);
         cancel::publish(
