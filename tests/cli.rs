@@ -128,10 +128,7 @@ async fn runs_from_a_config_file_and_stops_cleanly_on_sigterm() {
             .await
             .unwrap();
         let rows = fresh.simple_query("SHOW port").await.unwrap();
-        let port = rows.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        });
+        let port = common::first_value(&rows);
         if port.as_deref() == Some(primary.as_str()) {
             break;
         }
@@ -208,10 +205,7 @@ async fn runs_from_environment_variables_alone() {
         .env("PGSPLIT_ROUTING__CONSISTENCY", "eventual");
     let (mut child, client) = start(command, &listen).await;
     let rows = client.simple_query("SHOW port").await.unwrap();
-    let served_by = rows.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-        _ => None,
-    });
+    let served_by = common::first_value(&rows);
     assert_eq!(
         served_by,
         Some(replica.to_string()),
@@ -221,10 +215,7 @@ async fn runs_from_environment_variables_alone() {
         .simple_query("/* pgsplit:primary */ SHOW port")
         .await
         .unwrap();
-    let written_by = rows.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-        _ => None,
-    });
+    let written_by = common::first_value(&rows);
     assert_eq!(
         written_by,
         Some(primary.to_string()),

@@ -12,7 +12,6 @@ use common::bank::{self, Workload};
 use common::{connect, proxy_config, spawn_watched_proxy, with_cluster};
 use pgsplit::config::{FailoverMode, Role};
 use pgsplit::monitor::NodeState;
-use tokio_postgres::SimpleQueryMessage;
 
 const TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -22,12 +21,7 @@ async fn value(client: &tokio_postgres::Client, sql: &str) -> String {
         .simple_query(sql)
         .await
         .expect("query through pgsplit");
-    rows.iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .expect("a row")
+    common::first_value(&rows).expect("a row")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

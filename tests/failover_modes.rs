@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::{admin_post, connect, proxy_config, spawn_watched_proxy, with_cluster, RunningProxy};
 use pgsplit::config::{FailoverMode, Role};
 use pgsplit::monitor::NodeState;
-use tokio_postgres::SimpleQueryMessage;
 
 const TIMEOUT: Duration = Duration::from_millis(600);
 
@@ -27,13 +26,7 @@ async fn write_port(client: &tokio_postgres::Client) -> Result<String, tokio_pos
     let rows = client
         .simple_query("INSERT INTO modes_log VALUES (DEFAULT) RETURNING current_setting('port')")
         .await?;
-    Ok(rows
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .unwrap_or_default())
+    Ok(common::first_value(&rows).unwrap_or_default())
 }
 
 async fn wait_until(what: &str, within: Duration, check: impl Fn() -> bool) {

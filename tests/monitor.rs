@@ -44,10 +44,7 @@ async fn read_ports(client: &tokio_postgres::Client, count: usize) -> Vec<u16> {
             .simple_query("SHOW port")
             .await
             .expect("a read through pgsplit");
-        let port = messages.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|p| p.parse().ok()),
-            _ => None,
-        });
+        let port = common::first_value(&messages).and_then(|p| p.parse().ok());
         ports.push(port.expect("SHOW port returns the port"));
     }
     ports

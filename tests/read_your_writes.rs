@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{connect, proxy_config, spawn_proxy, with_cluster};
 use pgsplit::config::{Config, Consistency};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 const APPLY_DELAY: &str = "300ms";
 
@@ -51,15 +51,7 @@ fn proxy_with(consistency: Consistency, adjust: impl FnOnce(&mut Config)) -> Soc
 
 /// The first column of the first row of a simple query.
 async fn value(client: &Client, sql: &str) -> Option<String> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        })
+    common::first_value(&client.simple_query(sql).await.unwrap())
 }
 
 /// Inserts `id` and immediately reads it back, outside a transaction;

@@ -52,10 +52,7 @@ async fn read_ports(client: &tokio_postgres::Client, count: usize) -> HashSet<St
     let mut ports = HashSet::new();
     for _ in 0..count {
         let rows = client.simple_query("SHOW port").await.unwrap();
-        ports.extend(rows.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        }));
+        ports.extend(common::first_value(&rows));
     }
     ports
 }

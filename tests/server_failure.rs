@@ -7,16 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, primary_sql, start_proxy, try_connect, with_cluster};
+use common::{connect, first_value, primary_sql, start_proxy, try_connect, with_cluster};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::SimpleQueryMessage;
-
-fn first_value(messages: &[SimpleQueryMessage]) -> Option<String> {
-    messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-        _ => None,
-    })
-}
 
 /// A proxy that sends everything to the primary, whose backends these
 /// tests terminate and whose server they restart.

@@ -4,16 +4,9 @@
 
 mod common;
 
-use common::{app_url, connect, primary_sql, proxy, start_proxy, try_connect};
+use common::{app_url, connect, first_value, primary_sql, proxy, start_proxy, try_connect};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::SimpleQueryMessage;
-
-fn first_value(messages: &[SimpleQueryMessage]) -> Option<String> {
-    messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-        _ => None,
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_and_extended_queries_in_text_and_binary() {

@@ -6,17 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, primary_sql, run_tool, start_proxy, with_cluster};
+use common::{connect, first_value, primary_sql, run_tool, start_proxy, with_cluster};
 use futures_sink::Sink;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
-
-fn first_value(messages: &[SimpleQueryMessage]) -> Option<String> {
-    messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-        _ => None,
-    })
-}
 
 /// Whether the statement ran on a replica (`pg_is_in_recovery()`).
 async fn on_replica(client: &Client, prefix: &str) -> bool {

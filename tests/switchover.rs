@@ -90,10 +90,7 @@ async fn switchover_under_load_fails_no_transaction_and_the_old_primary_rejoins(
     let mut ports = Vec::new();
     for _ in 0..20 {
         let rows = client.simple_query("SHOW port").await.unwrap();
-        ports.extend(rows.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        }));
+        ports.extend(common::first_value(&rows));
     }
     assert!(
         ports.contains(&pg1.port.to_string()),

@@ -159,6 +159,14 @@ pub fn app_url(addr: SocketAddr) -> String {
     url(addr, APP_USER, APP_PASSWORD, APP_DATABASE)
 }
 
+/// The first column of the first row of a simple query's result.
+pub fn first_value(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<String> {
+    messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    })
+}
+
 /// Connects with tokio-postgres and drives the connection in the background.
 pub async fn connect(addr: SocketAddr) -> tokio_postgres::Client {
     try_connect(&app_url(addr))
