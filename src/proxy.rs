@@ -27,6 +27,7 @@ use crate::frontend::session::Session;
 use crate::frontend::statements::StatementNames;
 use crate::frontend::tls;
 use crate::metrics::Metrics;
+use crate::monitor::events::EventCounts;
 use crate::monitor::faults::ProbeFaults;
 use crate::monitor::{Monitor, MonitorHandle, SharedTopology, Topology};
 use crate::protocol::scram::ScramVerifier;
@@ -96,6 +97,8 @@ pub struct Shared {
     pub faults: ProbeFaults,
     /// What the data path counts.
     pub metrics: Metrics,
+    /// Node events (down, promoted, fenced, ...) counted.
+    pub events: EventCounts,
     /// `PAUSE`: new transactions wait while this is `true`.
     paused: watch::Sender<bool>,
     /// The logged-in clients.
@@ -248,6 +251,7 @@ impl Proxy {
             monitor: monitor_handle,
             faults: ProbeFaults::new(config.nodes.len()),
             metrics: Metrics::new(config.nodes.len()),
+            events: EventCounts::default(),
             paused: watch::Sender::new(false),
             clients: Arc::new(ClientRegistry::default()),
             credentials: ArcSwap::from_pointee(credentials_of(&config)),

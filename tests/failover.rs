@@ -96,6 +96,16 @@ async fn a_crashed_primary_is_replaced_without_losing_acknowledged_writes() {
     assert_eq!(snapshot.nodes[0].state, NodeState::Fenced);
     let report = snapshot.last_failover.clone().expect("a failover report");
     assert_eq!((report.from.as_str(), report.kind), ("pg1", "failover"));
+    let (_, metrics) = common::admin_get(proxy.admin, "/metrics");
+    for line in [
+        "pgsplit_failovers_total 1",
+        "pgsplit_node_events_total{event=\"promoted\"} 1",
+        "pgsplit_node_events_total{event=\"fenced\"} 1",
+        "pgsplit_node_events_total{event=\"followed\"} 1",
+        "pgsplit_node_state{node=\"pg1\",state=\"fenced\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
     let promoted = replicas[new_primary - 1].clone();
     let follower = replicas[2 - new_primary].clone();
     let transfers = with_cluster(|c| bank::verify(c, &promoted, &ledger));

@@ -332,3 +332,23 @@ async fn the_admin_console_answers_psql() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_need_the_admin_token_when_one_is_set() {
+    let mut config = proxy_config("");
+    config.admin.token = Some("s3cret".into());
+    let proxy = spawn_watched_proxy(config);
+    let (status, body) = admin_post(proxy.admin, "/api/pause", "");
+    assert_eq!(status, 401, "{body}");
+    assert!(!proxy.shared.is_paused());
+    let (status, _) =
+        common::admin_request_with(proxy.admin, "POST", "/api/pause", "", Some("wrong"));
+    assert_eq!(status, 401);
+    let (status, body) =
+        common::admin_request_with(proxy.admin, "POST", "/api/pause", "", Some("s3cret"));
+    assert_eq!(status, 200, "{body}");
+    assert!(proxy.shared.is_paused());
+    proxy.shared.set_paused(false);
+    // Reading needs no token.
+    assert_eq!(admin_get(proxy.admin, "/api/nodes").0, 200);
+}

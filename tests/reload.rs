@@ -107,10 +107,20 @@ async fn reload_adds_and_removes_nodes_and_users_without_dropping_clients() {
         .expect("a user added by reload logs in");
     md5.simple_query("SELECT 1").await.unwrap();
 
-    // Remove pg2: connected clients keep working, pg2 gets nothing.
+    // Remove pg2 (through the console's RELOAD this time): connected
+    // clients keep working, pg2 gets nothing.
     write(&path, &config_text(&listen, &["pg1", "pg3"], &both, ""));
-    let (status, body) = admin_post(proxy.admin, "/api/reload", "");
-    assert_eq!(status, 200, "{body}");
+    let console = common::url(proxy.addr, SUPERUSER, SUPERUSER_PASSWORD, "pgsplit");
+    let out = common::run_tool(
+        "psql",
+        &["-X", "-c", "RELOAD", &console],
+        SUPERUSER_PASSWORD,
+    );
+    let notice = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && notice.contains("1 removed"),
+        "{notice}"
+    );
     let ports = read_ports(&client, 10).await;
     assert!(!ports.contains(&pg2), "{ports:?}");
     assert!(ports.contains(&pg3), "{ports:?}");

@@ -300,6 +300,14 @@ pub fn render(shared: &Shared) -> String {
     );
     e.sample("pgsplit_split_brain", &[], u8::from(topology.split_brain()));
     e.family(
+        "pgsplit_node_events_total",
+        "counter",
+        "Node events (down, up, lagging, fenced, promoted, followed, rejoined, ...).",
+    );
+    for (event, count) in shared.events.snapshot() {
+        e.sample("pgsplit_node_events_total", &[("event", event)], count);
+    }
+    e.family(
         "pgsplit_paused",
         "gauge",
         "1 while new transactions are held (PAUSE).",

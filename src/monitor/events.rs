@@ -2,19 +2,44 @@
 //! to the operator's script (in the background: a slow script must not
 //! hold up monitoring).
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use super::hooks::{self, NodeRef};
 use super::topology::{NodeState, Topology};
 use crate::config::NodeConfig;
 
-/// Runs an operator's command (notify, demote) for one event in the
-/// background, if one is configured.
+/// How many times each node event happened, for metrics.
+#[derive(Debug, Default)]
+pub struct EventCounts {
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl EventCounts {
+    fn add(&self, event: &'static str) {
+        *crate::sync::lock(&self.counts).entry(event).or_default() += 1;
+    }
+
+    /// Every event seen so far with its count.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        crate::sync::lock(&self.counts)
+            .iter()
+            .map(|(event, count)| (*event, *count))
+            .collect()
+    }
+}
+
+/// Counts one event and runs an operator's command (notify, demote) for
+/// it in the background, if one is configured.
 pub(super) fn notify(
+    counts: &EventCounts,
     command: Option<&str>,
     event: &'static str,
     node: &NodeConfig,
     primary: Option<&NodeConfig>,
     detail: String,
 ) {
+    counts.add(event);
     let Some(command) = command.map(str::to_owned) else {
         return;
     };
@@ -38,6 +63,7 @@ pub(super) fn notify(
 
 /// Logs and notifies what changed between two published topologies.
 pub(super) fn report_changes(
+    counts: &EventCounts,
     before: &Topology,
     after: &Topology,
     command: Option<&str>,
@@ -73,7 +99,7 @@ pub(super) fn report_changes(
                     String::new()
                 }
             };
-            notify(command, new.state.as_str(), node, primary, detail);
+            notify(counts, command, new.state.as_str(), node, primary, detail);
         }
         if old.role != new.role {
             tracing::warn!(node = %new.name, role = ?new.role, "node changed role");
@@ -86,7 +112,14 @@ pub(super) fn report_changes(
             "writes now go to a different primary"
         );
         if let Some(node) = primary {
-            notify(command, "primary_changed", node, primary, String::new());
+            notify(
+                counts,
+                command,
+                "primary_changed",
+                node,
+                primary,
+                String::new(),
+            );
         }
     }
     if after.split_brain() && !before.split_brain() {
@@ -97,7 +130,14 @@ pub(super) fn report_changes(
             .collect();
         tracing::error!(nodes = ?names, "split brain: several nodes claim to be primary; writes are refused");
         for &index in &after.competing_primaries {
-            notify(command, "split_brain", &nodes[index], None, names.join(","));
+            notify(
+                counts,
+                command,
+                "split_brain",
+                &nodes[index],
+                None,
+                names.join(","),
+            );
         }
     }
 }

@@ -170,6 +170,7 @@ impl Monitor {
             self.publish_with(|t| t.changing_primary = false);
             let message = format!("promoting {} failed: {error:#}", self.nodes[target].name);
             notify(
+                &self.shared.events,
                 self.failover.notify_command.as_deref(),
                 "promotion_failed",
                 &self.nodes[target],
@@ -235,6 +236,7 @@ impl Monitor {
         }
         self.become_primary(old, target, "switchover", started, Some(0));
         notify(
+            &self.shared.events,
             self.failover.demote_command.as_deref(),
             "demote",
             &self.nodes[old],
@@ -281,6 +283,7 @@ impl Monitor {
         };
         tracing::warn!(from = %report.from, to = %report.to, kind, seconds = report.duration_seconds, "new primary in place");
         notify(
+            &self.shared.events,
             self.failover.notify_command.as_deref(),
             "promoted",
             &self.nodes[new],
@@ -330,6 +333,7 @@ impl Monitor {
                 }
             };
             notify(
+                &self.shared.events,
                 self.failover.notify_command.as_deref(),
                 event,
                 &self.nodes[node],
@@ -375,6 +379,7 @@ impl Monitor {
             t.nodes[node].role = Role::Replica;
         });
         notify(
+            &self.shared.events,
             self.failover.notify_command.as_deref(),
             "rejoined",
             &self.nodes[node],

@@ -7,7 +7,7 @@
 pub mod actions;
 pub mod conninfo;
 pub mod control;
-mod events;
+pub mod events;
 pub mod failover;
 pub mod faults;
 pub mod health;
@@ -133,6 +133,7 @@ impl Monitor {
     fn publish(&self, next: Topology) {
         let previous = self.topology();
         events::report_changes(
+            &self.shared.events,
             &previous,
             &next,
             self.failover.notify_command.as_deref(),

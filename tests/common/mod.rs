@@ -112,10 +112,24 @@ pub fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
 
 /// One HTTP/1.1 request to the admin API (no client library needed).
 fn admin_request(admin: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    admin_request_with(admin, method, path, body, None)
+}
+
+/// One HTTP/1.1 request to the admin API, with a bearer token if given.
+pub fn admin_request_with(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(admin).expect("connect to the admin API");
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: pgsplit\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: pgsplit\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream
