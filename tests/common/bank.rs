@@ -86,12 +86,19 @@ impl Workload {
                         let id = client * 1_000_000 + sequence;
                         let (src, dst) = (1 + id % ACCOUNTS, 1 + (id * 7 + 3) % ACCOUNTS);
                         let amount = 1 + id % 50;
+                        // Accounts are locked in id order, so transfers never deadlock.
+                        let (first, second) = if src < dst {
+                            ((src, -amount), (dst, amount))
+                        } else {
+                            ((dst, amount), (src, -amount))
+                        };
                         let sql = format!(
                             "BEGIN; \
-                             UPDATE accounts SET balance = balance - {amount} WHERE id = {src}; \
-                             UPDATE accounts SET balance = balance + {amount} WHERE id = {dst}; \
+                             UPDATE accounts SET balance = balance + {} WHERE id = {}; \
+                             UPDATE accounts SET balance = balance + {} WHERE id = {}; \
                              INSERT INTO transfers VALUES ({id}, {src}, {dst}, {amount}); \
-                             COMMIT"
+                             COMMIT",
+                            first.1, first.0, second.1, second.0
                         );
                         let outcome = db.batch_execute(&sql).await;
                         let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
