@@ -37,8 +37,9 @@ async fn a_crashed_primary_is_replaced_without_losing_acknowledged_writes() {
     let proxy = spawn_watched_proxy(config);
     let topology = &proxy.shared.topology;
     let workload = Workload::start(proxy.addr, 8, true);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(workload.acknowledged() > 0, "the workload runs");
+    workload
+        .wait_beyond(0, Duration::from_secs(20), "no transfer committed")
+        .await;
 
     // A blip between pgsplit's monitor and the primary: replication still
     // streams, so the replicas disagree that the primary is gone.
@@ -53,12 +54,19 @@ async fn a_crashed_primary_is_replaced_without_losing_acknowledged_writes() {
     assert_eq!(during.primary, Some(0));
     assert_eq!(during.failovers, 0, "a blip promoted a replica");
     proxy.shared.faults.block(0, false);
-    let acknowledged = workload.acknowledged();
+    workload
+        .wait_beyond(
+            workload.acknowledged(),
+            Duration::from_secs(10),
+            "writes stopped after the blip",
+        )
+        .await;
+
     let start = Instant::now();
-    while workload.acknowledged() == acknowledged {
+    while topology.load().nodes[0].last_error.is_some() {
         assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "writes stopped after the blip"
+            start.elapsed() < Duration::from_secs(10),
+            "the monitor never saw the primary again"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -75,6 +83,7 @@ async fn a_crashed_primary_is_replaced_without_losing_acknowledged_writes() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let failed_over = Instant::now();
     let first_write = loop {
         if let Some(at) = workload.first_commit_after(killed) {
             break at;
@@ -86,8 +95,13 @@ async fn a_crashed_primary_is_replaced_without_losing_acknowledged_writes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     println!(
-        "failover: first acknowledged write {:?} after the primary was killed",
+        "failover: new primary after {:?}, first acknowledged write {:?} after the primary was killed",
+        failed_over - killed,
         first_write - killed
+    );
+    assert!(
+        first_write >= failed_over - Duration::from_millis(50),
+        "a write was acknowledged before the failover"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ledger = workload.finish().await;

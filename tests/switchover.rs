@@ -29,7 +29,13 @@ async fn switchover_under_load_fails_no_transaction_and_the_old_primary_rejoins(
     let topology = &proxy.shared.topology;
 
     let workload = Workload::start(proxy.addr, 8, false);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    workload
+        .wait_beyond(
+            100,
+            Duration::from_secs(20),
+            "the workload did not get going",
+        )
+        .await;
     let admin = proxy.admin;
     let started = Instant::now();
     let (status, body) = tokio::task::spawn_blocking(move || {
@@ -39,15 +45,13 @@ async fn switchover_under_load_fails_no_transaction_and_the_old_primary_rejoins(
     .unwrap();
     let took = started.elapsed();
     assert_eq!(status, 200, "{body}");
-    let acknowledged = workload.acknowledged();
-    let resumed = Instant::now();
-    while workload.acknowledged() == acknowledged {
-        assert!(
-            resumed.elapsed() < Duration::from_secs(5),
-            "writes stopped after the switchover"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    workload
+        .wait_beyond(
+            workload.acknowledged(),
+            Duration::from_secs(10),
+            "writes stopped after the switchover",
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ledger = workload.finish().await;
     println!(

@@ -129,6 +129,16 @@ impl Workload {
             .len()
     }
 
+    /// Waits until more than `count` commits were acknowledged; panics
+    /// after `within` saying `what` did not happen.
+    pub async fn wait_beyond(&self, count: usize, within: Duration, what: &str) {
+        let start = Instant::now();
+        while self.acknowledged() <= count {
+            assert!(start.elapsed() < within, "{what} within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The first commit acknowledged after `instant`, if any yet.
     pub fn first_commit_after(&self, instant: Instant) -> Option<Instant> {
         let ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
