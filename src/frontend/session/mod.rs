@@ -238,10 +238,11 @@ impl Session {
             settings: SessionSettings::from_startup(&server_parameters),
             client: login.stream,
             client_in: login.buffered,
-            client_out: BytesMut::with_capacity(16 * 1024),
+            // Buffers grow with use: an idle client costs little memory.
+            client_out: BytesMut::new(),
             pools,
             server: None,
-            server_out: BytesMut::with_capacity(4096),
+            server_out: BytesMut::new(),
             expected: ResponseQueue::default(),
             statements: ClientStatements::default(),
             unnamed_effect: SessionEffect::None,
