@@ -57,7 +57,7 @@ else
   pgbouncer -q "$work/pgbouncer.ini" 2>"$work/pgbouncer.err" &
 fi
 sleep 1
-bouncer_pid=$(pgrep -f "pgbouncer -q $work/pgbouncer.ini" | head -1)
+bouncer_pid=$(pgrep -n -x pgbouncer)
 extra_pids="$bouncer_pid"
 bouncer="postgresql://app@127.0.0.1:$bport/app"
 

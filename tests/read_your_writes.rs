@@ -211,3 +211,25 @@ async fn with_ryw_wait_a_read_waits_for_a_replica_instead_of_using_the_primary()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_in_explicit_transactions_are_read_back_too() {
+    let addr = proxy_with(Consistency::ReadYourWrites, |_| {});
+    let client = connect(addr).await;
+    for id in 40_000..40_100i64 {
+        // Three round trips: BEGIN, the write, COMMIT (extended protocol).
+        client.batch_execute("BEGIN").await.unwrap();
+        client
+            .execute("INSERT INTO ryw VALUES ($1, 'in a transaction')", &[&id])
+            .await
+            .unwrap();
+        client.batch_execute("COMMIT").await.unwrap();
+        let rows = client
+            .query("SELECT note FROM ryw WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "transfer {id} not read back");
+    }
+    let lsn = value(&client, "SHOW pgsplit.last_lsn").await.unwrap();
+    assert_ne!(lsn, "0/0");
+}

@@ -37,7 +37,7 @@ use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, error_fields};
 use crate::protocol::{PgError, SqlState};
 use crate::proxy::Shared;
-use crate::router::classify::{Classification, Hint};
+use crate::router::classify::{Classification, Hint, TransactionControl};
 use crate::router::{InFlight, Need, NoNode, SessionRoute};
 use crate::sql::lexer::split_statements;
 use crate::sql::session::{setting_value, shown_setting};
