@@ -91,7 +91,7 @@ print(f"{float(tps.group(1)):.0f} {avg:.2f} {p99:.2f} {tx.group(1)}")
 PY
 }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}x')" 2>/dev/null || echo n/a; }
-per10k() { python3 -c "print(f'{($1) / 100 / max($2, 1) * 10000:.3f}')" 2>/dev/null || echo n/a; }
+per10k() { python3 -c "print(f'{($1) / 100 / $2 * 10000:.3f}' if $2 else 'n/a')" 2>/dev/null || echo n/a; }
 
 targets=("direct|$direct|" "pgsplit|$proxied|$pgsplit_pid|primary" "split|$proxied|$pgsplit_pid|auto" "pgbouncer|$bouncer|$bouncer_pid|")
 [ -n "${OTHER_PROXY_URL:-}" ] && targets+=("other|$OTHER_PROXY_URL|${OTHER_PROXY_PID:-}|")
