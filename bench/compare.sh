@@ -35,31 +35,8 @@ command -v pgbouncer >/dev/null 2>&1 || {
   echo "installing pgbouncer" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
 }
-bport=$(free_port)
-cat >"$work/pgbouncer.ini" <<INI
-[databases]
-app = host=127.0.0.1 port=$primary dbname=app
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $bport
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $work/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 2000
-INI
-echo '"app" "app"' >"$work/userlist.txt"
-chmod 644 "$work"/*
-if [ "$(id -u)" -eq 0 ]; then
-  runuser -u postgres -- pgbouncer -q "$work/pgbouncer.ini" 2>"$work/pgbouncer.err" &
-else
-  pgbouncer -q "$work/pgbouncer.ini" 2>"$work/pgbouncer.err" &
-fi
-sleep 1
-bouncer_pid=$(pgrep -n -x pgbouncer)
-extra_pids="$bouncer_pid"
-bouncer="postgresql://app@127.0.0.1:$bport/app"
+start_pgbouncer
+bouncer=$pgbouncer_url
 
 "$PGBENCH" -i -q -s "$SCALE" "$direct" >/dev/null 2>&1
 

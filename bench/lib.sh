@@ -35,3 +35,34 @@ start_demo() {
   primary=$(awk '$1 == "pg1" { split($4, a, ":"); print a[2] }' "$demo_log")
   export PGPASSWORD=app
 }
+
+# PgBouncer in front of the primary: transaction pooling, the same pool
+# size as pgsplit's default. Sets $pgbouncer_url and $bouncer_pid.
+start_pgbouncer() {
+  local bport
+  bport=$(free_port)
+  cat >"$work/pgbouncer.ini" <<INI
+[databases]
+app = host=127.0.0.1 port=$primary dbname=app
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bport
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $work/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 2000
+INI
+  echo '"app" "app"' >"$work/userlist.txt"
+  chmod 644 "$work"/*
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- pgbouncer -q "$work/pgbouncer.ini" 2>"$work/pgbouncer.err" &
+  else
+    pgbouncer -q "$work/pgbouncer.ini" 2>"$work/pgbouncer.err" &
+  fi
+  sleep 1
+  bouncer_pid=$(pgrep -n -x pgbouncer)
+  extra_pids="$extra_pids $bouncer_pid"
+  pgbouncer_url="postgresql://app@127.0.0.1:$bport/app"
+}

@@ -23,30 +23,7 @@ proxied="postgresql://app@127.0.0.1:$port/app"
 # PgBouncer in transaction pooling with the same pool size, if installed.
 pgbouncer_url=""
 if command -v pgbouncer >/dev/null 2>&1; then
-  bport=$(free_port)
-  cat >"$work/pgbouncer.ini" <<INI
-[databases]
-app = host=127.0.0.1 port=$primary dbname=app
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $bport
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $work/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 1000
-INI
-  echo '"app" "app"' >"$work/userlist.txt"
-  chmod 644 "$work"/*
-  if [ "$(id -u)" -eq 0 ]; then
-    runuser -u postgres -- pgbouncer -q "$work/pgbouncer.ini" 2>"$work/pgbouncer.err" &
-  else
-    pgbouncer -q "$work/pgbouncer.ini" 2>"$work/pgbouncer.err" &
-  fi
-  extra_pids=$!
-  sleep 1
-  pgbouncer_url="postgresql://app@127.0.0.1:$bport/app"
+  start_pgbouncer
 fi
 
 "$PGBENCH" -i -q -s "$SCALE" "$direct" >/dev/null 2>&1
