@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument as _;
 
@@ -100,7 +100,9 @@ pub struct Shared {
     /// Node events (down, promoted, fenced, ...) counted.
     pub events: EventCounts,
     /// `PAUSE`: new transactions wait while this is `true`.
-    paused: watch::Sender<bool>,
+    paused: AtomicBool,
+    /// Wakes the transactions `PAUSE` held.
+    resumed: Notify,
     /// The logged-in clients.
     pub clients: Arc<ClientRegistry>,
     connections: AtomicUsize,
@@ -167,7 +169,10 @@ impl Shared {
     /// Holds new transactions (`true`) or lets them go again, like
     /// PgBouncer's `PAUSE` and `RESUME`; running transactions carry on.
     pub fn set_paused(&self, paused: bool) {
-        self.paused.send_replace(paused);
+        self.paused.store(paused, Ordering::SeqCst);
+        if !paused {
+            self.resumed.notify_waiters();
+        }
         tracing::info!(
             paused,
             "new transactions {}",
@@ -177,13 +182,19 @@ impl Shared {
 
     /// Whether new transactions are held.
     pub fn is_paused(&self) -> bool {
-        *self.paused.borrow()
+        self.paused.load(Ordering::Relaxed)
     }
 
     /// Returns once new transactions may start.
     pub async fn wait_while_paused(&self) {
-        let mut paused = self.paused.subscribe();
-        let _ = paused.wait_for(|paused| !*paused).await;
+        loop {
+            // Registered before the check, so a RESUME in between is not missed.
+            let resumed = self.resumed.notified();
+            if !self.paused.load(Ordering::SeqCst) {
+                return;
+            }
+            resumed.await;
+        }
     }
 
     /// Client connections open right now, logged in or not.
@@ -252,7 +263,8 @@ impl Proxy {
             faults: ProbeFaults::new(config.nodes.len()),
             metrics: Metrics::new(config.nodes.len()),
             events: EventCounts::default(),
-            paused: watch::Sender::new(false),
+            paused: AtomicBool::new(false),
+            resumed: Notify::new(),
             clients: Arc::new(ClientRegistry::default()),
             credentials: ArcSwap::from_pointee(credentials_of(&config)),
             monitor_credentials: config.monitor.as_ref().map(|m| {

@@ -203,7 +203,7 @@ fn show_nodes(shared: &Shared) -> Answer {
         .map(|(status, node)| {
             vec![
                 text(&node.name),
-                text(format!("{:?}", status.role).to_lowercase()),
+                text(status.role.as_str()),
                 text(status.state.as_str()),
                 text(&node.host),
                 text(node.port),
@@ -306,11 +306,11 @@ fn show_servers(shared: &Shared) -> Answer {
         let Some(status) = topology.nodes.get(key.node) else {
             continue;
         };
-        let role = format!("{:?}", status.role).to_lowercase();
+        let role = status.role.as_str();
         for (state, count) in [("active", stats.active), ("idle", stats.idle)] {
             rows.push(vec![
                 text(pool.node_name()),
-                text(&role),
+                text(role),
                 text(&key.database),
                 text(&key.user),
                 text(state),
@@ -331,7 +331,7 @@ fn show_stats(shared: &Shared) -> Answer {
         let Some(counters) = shared.metrics.node(index) else {
             continue;
         };
-        for (at, (_, role)) in ROLES.iter().enumerate() {
+        for (at, role) in ROLES.iter().map(|r| r.as_str()).enumerate() {
             let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             let [reads, writes] = &counters.queries[at];
             let transactions = load(&counters.transactions[at]);

@@ -50,13 +50,6 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn role_name(role: crate::config::Role) -> &'static str {
-    ROLES
-        .iter()
-        .find(|(r, _)| *r == role)
-        .map_or("primary", |(_, name)| name)
-}
-
 /// Renders every metric.
 pub fn render(shared: &Shared) -> String {
     let mut e = Exposition { out: String::new() };
@@ -119,7 +112,7 @@ pub fn render(shared: &Shared) -> String {
         let Some(status) = topology.nodes.get(node) else {
             continue;
         };
-        let role = role_name(status.role);
+        let role = status.role.as_str();
         for (state, count) in [("active", stats.active), ("idle", stats.idle)] {
             e.sample(
                 "pgsplit_server_connections",
@@ -144,7 +137,7 @@ pub fn render(shared: &Shared) -> String {
         "Statements sent to servers, by node, role and kind.",
     );
     for &(node, name) in &live {
-        for (role_at, (_, role)) in ROLES.iter().enumerate() {
+        for (role_at, role) in ROLES.iter().map(|r| r.as_str()).enumerate() {
             for (kind_at, kind) in ["read", "write"].iter().enumerate() {
                 let count = shared
                     .metrics
@@ -164,7 +157,7 @@ pub fn render(shared: &Shared) -> String {
         "Transactions (and autocommit statements) finished, by node and role.",
     );
     for &(node, name) in &live {
-        for (role_at, (_, role)) in ROLES.iter().enumerate() {
+        for (role_at, role) in ROLES.iter().map(|r| r.as_str()).enumerate() {
             let count = shared
                 .metrics
                 .node(node)
@@ -181,7 +174,7 @@ pub fn render(shared: &Shared) -> String {
         "histogram",
         "Time from sending a query to its ReadyForQuery, by role.",
     );
-    for (role_at, (_, role)) in ROLES.iter().enumerate() {
+    for (role_at, role) in ROLES.iter().map(|r| r.as_str()).enumerate() {
         let snapshot = shared.metrics.durations[role_at].snapshot();
         for (bound, count) in BUCKETS.iter().zip(snapshot.cumulative) {
             e.sample(
@@ -244,7 +237,7 @@ pub fn render(shared: &Shared) -> String {
         let up = u8::from(status.last_error.is_none() && status.state != NodeState::Down);
         e.sample(
             "pgsplit_node_up",
-            &[("node", names[node]), ("role", role_name(status.role))],
+            &[("node", names[node]), ("role", status.role.as_str())],
             up,
         );
     }

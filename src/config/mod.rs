@@ -316,6 +316,16 @@ impl fmt::Debug for UserConfig {
     }
 }
 
+impl Role {
+    /// The name used in the config, metrics, the API and the console.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a YAML file; `${VAR}` is taken from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -22,16 +22,29 @@ pub fn role_index(role: Role) -> usize {
     }
 }
 
-/// The roles in index order, with their label values.
-pub const ROLES: [(Role, &str); 2] = [(Role::Primary, "primary"), (Role::Replica, "replica")];
+/// The roles in index order.
+pub const ROLES: [Role; 2] = [Role::Primary, Role::Replica];
 
-/// Counters per node.
+/// Counters per node; a session holds its node's while attached, so
+/// counting is one relaxed add.
 #[derive(Debug, Default)]
 pub struct NodeCounters {
     /// `[role][0 = read, 1 = write]`
     pub queries: [[AtomicU64; 2]; 2],
     /// `[role]`
     pub transactions: [AtomicU64; 2],
+}
+
+impl NodeCounters {
+    /// A query sent while the node had `role`.
+    pub fn query(&self, role: Role, writes: bool) {
+        self.queries[role_index(role)][usize::from(writes)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A transaction (or autocommit unit) finished while the node had `role`.
+    pub fn transaction(&self, role: Role) {
+        self.transactions[role_index(role)].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Everything the data path counts.
@@ -68,20 +81,6 @@ impl Metrics {
     /// The counters of `node`.
     pub fn node(&self, node: usize) -> Option<Arc<NodeCounters>> {
         self.nodes.load().get(node).cloned()
-    }
-
-    /// A query sent to `node` while it had `role`.
-    pub fn query(&self, node: usize, role: Role, writes: bool) {
-        if let Some(counters) = self.nodes.load().get(node) {
-            counters.queries[role_index(role)][usize::from(writes)].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A transaction (or autocommit unit) finished on `node`.
-    pub fn transaction(&self, node: usize, role: Role) {
-        if let Some(counters) = self.nodes.load().get(node) {
-            counters.transactions[role_index(role)].fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     /// How long a query (up to its `ReadyForQuery`) took on a node of `role`.

@@ -381,8 +381,8 @@ impl Router {
     }
 
     /// Marks a transaction as running on `node` until the guard drops.
-    /// A transaction bound for the primary must check [`Self::changing_primary`]
-    /// after this: a switchover waits for these counts to drop to zero after
+    /// A transaction bound for the primary must check the topology's
+    /// `changing_primary` after this: a switchover waits for these counts to drop to zero after
     /// announcing itself, so one of the two always sees the other.
     pub fn start_transaction(&self, node: usize) -> InFlight {
         let activity = self
@@ -405,11 +405,6 @@ impl Router {
             .nodes
             .get(node)
             .map_or(0, |n| n.activity.in_flight.load(Ordering::SeqCst))
-    }
-
-    /// Whether a failover or switchover is moving the primary role.
-    pub fn changing_primary(&self) -> bool {
-        self.topology.load().changing_primary
     }
 
     /// Leaves a node that could not give a connection out of read routing

@@ -42,8 +42,10 @@ impl Session {
             };
             let node = pick.node;
             let in_flight = router.start_transaction(node);
-            let on_primary = router.primary() == Some(node);
-            if on_primary && router.changing_primary() {
+            // One look at the topology, after counting the transaction in.
+            let topology = self.shared.topology.load();
+            let on_primary = topology.primary == Some(node);
+            if on_primary && topology.changing_primary {
                 // A switchover began meanwhile: it must not see this transaction.
                 drop(in_flight);
                 if wait().await {

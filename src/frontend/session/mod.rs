@@ -33,6 +33,7 @@ use super::unit::{self, Lookahead, UnitTraits};
 use crate::backend::{CheckoutError, ConnectError, Pool, PooledConnection};
 use crate::config::Route;
 use crate::config::{Consistency, PoolMode, Role};
+use crate::metrics::NodeCounters;
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, error_fields};
 use crate::protocol::{PgError, SqlState};
@@ -128,6 +129,8 @@ pub struct Session {
     registration: Registration,
     /// The role of the attached server's node when it was attached (for metrics).
     server_role: Role,
+    /// The attached node's counters, taken once per transaction.
+    counters: Option<Arc<NodeCounters>>,
     /// When the oldest request still waiting for its `ReadyForQuery` was sent.
     query_started: Option<Instant>,
     /// Whether the statement being sent writes (for metrics).
@@ -263,6 +266,7 @@ impl Session {
             consistency: shared.router.settings().consistency,
             registration,
             server_role: Role::Primary,
+            counters: None,
             query_started: None,
             last_class_writes: false,
             unit: None,
@@ -413,6 +417,7 @@ impl Session {
             .nodes
             .get(node)
             .map_or(Role::Replica, |n| n.role);
+        self.counters = self.shared.metrics.node(node);
         self.registration.entry.set(ClientState::Active, Some(node));
         self.in_flight = Some(in_flight);
         cancel::publish(
@@ -429,6 +434,7 @@ impl Session {
     fn detach(&mut self) -> Option<PooledConnection> {
         cancel::publish(&self.cancel_key.slot, None);
         self.registration.entry.set(ClientState::Idle, None);
+        self.counters = None;
         self.in_flight = None;
         self.server.take()
     }
@@ -603,10 +609,8 @@ impl Session {
 
     /// Counts a statement sent to the attached server, for metrics.
     fn count_query(&self) {
-        if let Some(node) = self.in_flight.as_ref().map(InFlight::node) {
-            self.shared
-                .metrics
-                .query(node, self.server_role, self.last_class_writes);
+        if let Some(counters) = &self.counters {
+            counters.query(self.server_role, self.last_class_writes);
         }
     }
 

@@ -136,7 +136,9 @@ impl Session {
     /// Whether the client's last write is recent enough to read it back
     /// from the primary only.
     pub(super) fn recently_wrote(&self) -> bool {
-        self.consistency != Consistency::Eventual
+        // Only sticky sessions (or unknown commit positions) record writes.
+        self.last_write.is_some()
+            && self.consistency != Consistency::Eventual
             && unit::within_sticky_window(&self.shared.router.settings(), self.last_write)
     }
 

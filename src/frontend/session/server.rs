@@ -174,10 +174,8 @@ impl Session {
         if status != b'I' {
             return;
         }
-        if let Some(node) = self.in_flight.as_ref().map(InFlight::node) {
-            if self.expected.is_empty() {
-                self.shared.metrics.transaction(node, self.server_role);
-            }
+        if let Some(counters) = self.counters.as_ref().filter(|_| self.expected.is_empty()) {
+            counters.transaction(self.server_role);
         }
         if !self.expected.is_empty() && self.transaction_wrote {
             // More of the client's requests (or the commit-position query)
