@@ -3,6 +3,7 @@
 //! this library, so integration tests and benchmarks drive the same code.
 
 pub mod admin;
+pub mod auth;
 pub mod backend;
 pub mod cluster;
 pub mod config;

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
-use tokio_rustls::TlsAcceptor;
 use tracing::Instrument as _;
 
 use crate::admin::console::{self, ADMIN_DATABASE};
@@ -25,12 +24,14 @@ use crate::frontend::clients::ClientRegistry;
 use crate::frontend::login::{login, LoginOutcome};
 use crate::frontend::session::Session;
 use crate::frontend::statements::StatementNames;
-use crate::frontend::tls;
+use crate::frontend::tls::ClientTls;
+use crate::backend::tls::ServerTls;
 use crate::metrics::Metrics;
 use crate::monitor::events::EventCounts;
 use crate::monitor::faults::ProbeFaults;
 use crate::monitor::{Monitor, MonitorHandle, SharedTopology, Topology};
-use crate::protocol::scram::ScramVerifier;
+use crate::auth::{AuthQuery, Credentials, LoginFailures, LookedUp};
+use crate::protocol::PgError;
 use crate::router::classify::ClassificationCache;
 use crate::router::functions::FunctionCatalog;
 use crate::router::Router;
@@ -40,32 +41,26 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 /// Distinct statement texts whose classification is kept.
 const CLASSIFICATION_CACHE_SIZE: usize = 10_000;
 
-/// A configured user's secrets, with the SCRAM verifier derived once.
-pub struct Credentials {
-    pub password: String,
-    pub scram: ScramVerifier,
-}
-
-impl Credentials {
-    /// Derives the SCRAM verifier once, at start-up.
-    fn from_password(password: &str) -> Credentials {
-        Credentials {
-            password: password.to_owned(),
-            scram: ScramVerifier::from_password(password),
-        }
+/// Client-facing TLS from the files `tls.cert` and `tls.key` name, if set.
+pub fn client_tls(config: &Config) -> anyhow::Result<Option<ClientTls>> {
+    match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Ok(Some(ClientTls::load(cert, key)?)),
+        _ => Ok(None),
     }
 }
 
-/// Every user's credentials, verifiers derived once.
+/// Every configured user's credentials, verifiers derived once.
 fn credentials_of(config: &Config) -> HashMap<String, Arc<Credentials>> {
     config
         .users
         .iter()
-        .map(|user| {
-            (
-                user.name.clone(),
-                Arc::new(Credentials::from_password(&user.password)),
-            )
+        .filter_map(|user| match Credentials::from_secret(&user.password) {
+            Ok(credentials) => Some((user.name.clone(), Arc::new(credentials))),
+            Err(problem) => {
+                // Validation refuses such configs; never expected here.
+                tracing::error!(user = %user.name, problem, "unusable password");
+                None
+            }
         })
         .collect()
 }
@@ -80,10 +75,17 @@ pub struct Shared {
     credentials: ArcSwap<HashMap<String, Arc<Credentials>>>,
     /// The `monitor` user, who may use the admin console.
     monitor_credentials: Option<(String, Arc<Credentials>)>,
+    /// Looks up users the config does not list (`auth_query`).
+    auth_query: AuthQuery,
+    /// Failed logins by source address (`auth_failure_limit`).
+    pub login_failures: LoginFailures,
     pub pools: Pools,
     pub cancels: Arc<CancelRegistry>,
     pub statement_names: StatementNames,
-    pub tls: Option<TlsAcceptor>,
+    /// Client-facing TLS, loaded again by every reload (rotated certificates).
+    pub tls: ArcSwapOption<ClientTls>,
+    /// TLS towards the nodes; a reload re-reads its CA file.
+    pub server_tls: Option<ServerTls>,
     pub router: Arc<Router>,
     /// Read/write classification of statement texts, cached.
     pub classifier: ClassificationCache,
@@ -126,9 +128,36 @@ impl Shared {
         self.config.store(config);
     }
 
-    /// The configured credentials of `user`, if pgsplit knows the user.
+    /// The credentials of `user`: configured, or last looked up with
+    /// `auth_query`.
     pub fn credentials(&self, user: &str) -> Option<Arc<Credentials>> {
-        self.credentials.load().get(user).cloned()
+        self.credentials
+            .load()
+            .get(user)
+            .cloned()
+            .or_else(|| self.auth_query.known(user))
+    }
+
+    /// The credentials a login as `user` is checked against: the
+    /// configured ones, else a fresh `auth_query` lookup. `Ok(None)`: no
+    /// such user.
+    pub async fn login_credentials(&self, user: &str) -> Result<Option<LookedUp>, PgError> {
+        if let Some(credentials) = self.credentials.load().get(user) {
+            return Ok(Some(LookedUp {
+                credentials: credentials.clone(),
+                expired: false,
+            }));
+        }
+        let config = self.config();
+        self.auth_query.lookup(&config, user).await
+    }
+
+    /// A client proved `user`'s password against a verifier-only entry:
+    /// its `ClientKey` now logs the user's pools in to the nodes.
+    pub fn learn_client_key(&self, user: &str, credentials: &Credentials, client_key: [u8; 32]) {
+        if credentials.learn(client_key) {
+            self.pools.set_secret(user, credentials.server_secret());
+        }
     }
 
     /// The credentials of `user` for the admin console: the `monitor`
@@ -158,10 +187,7 @@ impl Shared {
                 port: node_config.port,
                 database: database.to_owned(),
                 user: user.to_owned(),
-                password: self
-                    .credentials(user)
-                    .map(|c| c.password.clone())
-                    .unwrap_or_default(),
+                secret: self.credentials(user).and_then(|c| c.server_secret()),
             }
         }))
     }
@@ -232,10 +258,7 @@ impl Proxy {
         config: Config,
         config_path: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Proxy> {
-        let tls = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-            _ => None,
-        };
+        let tls = ArcSwapOption::from(client_tls(&config)?.map(Arc::new));
         let server_tls = crate::backend::tls::from_config(&config.server_tls)?;
         let pools = Pools::new(PoolSettings {
             size: config.pool.size as usize,
@@ -254,6 +277,7 @@ impl Proxy {
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        let auth_query = AuthQuery::new(server_tls.clone(), topology.clone());
         let shared = Shared {
             router: Arc::new(Router::new(&config, topology.clone())),
             classifier: ClassificationCache::new(CLASSIFICATION_CACHE_SIZE),
@@ -267,16 +291,17 @@ impl Proxy {
             resumed: Notify::new(),
             clients: Arc::new(ClientRegistry::default()),
             credentials: ArcSwap::from_pointee(credentials_of(&config)),
-            monitor_credentials: config.monitor.as_ref().map(|m| {
-                (
-                    m.user.clone(),
-                    Arc::new(Credentials::from_password(&m.password)),
-                )
+            monitor_credentials: config.monitor.as_ref().and_then(|m| {
+                let credentials = Credentials::from_secret(&m.password).ok()?;
+                Some((m.user.clone(), Arc::new(credentials)))
             }),
+            auth_query,
+            login_failures: LoginFailures::default(),
             pools,
             cancels: Arc::new(CancelRegistry::default()),
             statement_names: StatementNames::default(),
             tls,
+            server_tls: server_tls.clone(),
             connections: AtomicUsize::new(0),
             config: ArcSwap::from_pointee(config),
             config_path,

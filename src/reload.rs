@@ -3,8 +3,9 @@
 //!
 //! The new file is read and validated first; any error is reported (naming
 //! the field) and the configuration in force stays. What the running
-//! process built from its start-up configuration (listening sockets, TLS,
-//! pools, the monitor's credentials and timing) cannot change this way.
+//! process built from its start-up configuration (listening sockets, the
+//! server TLS mode, pools, the monitor's credentials and timing) cannot
+//! change this way. Certificates, keys and the CA file are read again.
 //! Nodes keep their place in the list while pgsplit runs, so nothing
 //! indexed by node needs to move: a node still present (same name, host and
 //! port) keeps its place, a removed one stays as a placeholder that gets no
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, NodeConfig, Variables};
 use crate::monitor::Request;
-use crate::proxy::Shared;
+use crate::proxy::{client_tls, Shared};
 
 /// Re-reads the configuration and applies it; says what changed.
 pub async fn reload(shared: &Shared) -> Result<String, String> {
@@ -24,16 +25,30 @@ pub async fn reload(shared: &Shared) -> Result<String, String> {
     unchanged_at_run_time(&old, &new)?;
     let primary = shared.topology.load().primary;
     let (arranged, added, removed) = arrange_nodes(&old, new, primary)?;
-    let arranged = Arc::new(arranged);
-    for user in &arranged.users {
-        let changed = old
-            .user(&user.name)
-            .is_none_or(|previous| previous.password != user.password);
-        if changed {
-            shared.pools.set_password(&user.name, &user.password);
-        }
+    // Certificates are read again even if their paths did not change:
+    // rotation usually replaces the files in place.
+    let client_tls = client_tls(&arranged).map_err(|e| format!("{e:#}"))?;
+    let server_tls = crate::backend::tls::from_config(&arranged.server_tls)
+        .map_err(|e| format!("{e:#}"))?;
+    if let (Some(in_force), Some(fresh)) = (&shared.server_tls, &server_tls) {
+        in_force.replace_with(fresh);
     }
+    shared.tls.store(client_tls.map(Arc::new));
+    let arranged = Arc::new(arranged);
+    let changed_users: Vec<&str> = arranged
+        .users
+        .iter()
+        .filter(|user| {
+            old.user(&user.name)
+                .is_none_or(|previous| previous.password != user.password)
+        })
+        .map(|user| user.name.as_str())
+        .collect();
     shared.replace_config(arranged.clone());
+    for user in changed_users {
+        let secret = shared.credentials(user).and_then(|c| c.server_secret());
+        shared.pools.set_secret(user, secret);
+    }
     shared.router.reload(&arranged);
     shared.metrics.grow(arranged.nodes.len());
     if arranged.monitor.is_some() {
@@ -67,8 +82,7 @@ fn unchanged_at_run_time(old: &Config, new: &Config) -> Result<(), String> {
     let fixed = [
         ("listen", old.listen != new.listen),
         ("admin_listen", old.admin_listen != new.admin_listen),
-        ("tls", old.tls != new.tls),
-        ("server_tls", old.server_tls != new.server_tls),
+        ("server_tls.mode", old.server_tls.mode != new.server_tls.mode),
         ("pool", old.pool != new.pool),
         ("monitor", old.monitor != new.monitor),
     ];

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,6 +18,7 @@ use super::tls::{is_quiet, ServerStream, ServerTls};
 use crate::config::ServerTlsMode;
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, read_cstr, read_i32};
+use crate::protocol::scram::{ScramClient, ScramSecret, MECHANISM};
 
 /// Where and as whom a pool logs in.
 #[derive(Debug, Clone)]
@@ -28,17 +28,37 @@ pub struct LoginTarget {
     pub port: u16,
     pub database: String,
     pub user: String,
-    pub password: String,
+    /// How to prove the user's password; `None` while pgsplit has only a
+    /// verifier and no client has logged in with SCRAM yet.
+    pub secret: Option<ScramSecret>,
 }
 
-/// Why a server connection could not be opened.
-#[derive(Debug, thiserror::Error)]
+impl LoginTarget {
+    /// The plain password, for servers that ask for md5 or cleartext.
+    fn password(&self) -> Result<&str, ConnectError> {
+        match &self.secret {
+            Some(ScramSecret::Password(password)) => Ok(password),
+            _ => Err(self.no_password("asks for a password, but pgsplit has only a SCRAM verifier")),
+        }
+    }
+
+    fn no_password(&self, why: &str) -> ConnectError {
+        ConnectError::Protocol {
+            node: self.node_name.clone(),
+            detail: format!("cannot log in as \"{}\": the server {why}", self.user),
+        }
+    }
+}
+
+/// Why a server connection could not be opened. Cloneable, so a pool can
+/// hand the last failure to clients during `server_login_retry`.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
     #[error("could not connect to server \"{node}\" ({address}): {source}")]
     Io {
         node: String,
         address: String,
-        source: io::Error,
+        source: std::sync::Arc<io::Error>,
     },
     #[error("timed out connecting to server \"{node}\" ({address})")]
     Timeout { node: String, address: String },
@@ -140,7 +160,7 @@ impl ServerConnection {
         )
         .map_err(io)?;
         self.write_all(&out).await.map_err(io)?;
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<ScramClient> = None;
         loop {
             let frame = self.read_frame().await.map_err(io)?;
             let body = frame.body();
@@ -152,7 +172,7 @@ impl ServerConnection {
                     match code {
                         messages::AUTH_OK => continue,
                         messages::AUTH_CLEARTEXT => {
-                            frontend::password_message(target.password.as_bytes(), &mut out)
+                            frontend::password_message(target.password()?.as_bytes(), &mut out)
                                 .map_err(io)?
                         }
                         messages::AUTH_MD5 => {
@@ -161,25 +181,27 @@ impl ServerConnection {
                                 .and_then(|s| s.try_into().ok())
                                 .ok_or_else(|| protocol("short md5 salt".into()))?;
                             let hash =
-                                md5_hash(target.user.as_bytes(), target.password.as_bytes(), salt);
+                                md5_hash(target.user.as_bytes(), target.password()?.as_bytes(), salt);
                             frontend::password_message(hash.as_bytes(), &mut out).map_err(io)?
                         }
                         messages::AUTH_SASL => {
-                            let offers_scram = payload
-                                .split(|&b| b == 0)
-                                .any(|m| m == crate::protocol::scram::MECHANISM.as_bytes());
+                            let offers_scram =
+                                payload.split(|&b| b == 0).any(|m| m == MECHANISM.as_bytes());
                             if !offers_scram {
                                 return Err(protocol(
                                     "server offers no SASL mechanism pgsplit supports".into(),
                                 ));
                             }
-                            let client = ScramSha256::new(
-                                target.password.as_bytes(),
-                                ChannelBinding::unsupported(),
-                            );
+                            let secret = target.secret.clone().ok_or_else(|| {
+                                target.no_password(
+                                    "needs the password, and pgsplit has only a SCRAM verifier \
+                                     until a client logs in with SCRAM",
+                                )
+                            })?;
+                            let (client, client_first) = ScramClient::start(secret);
                             frontend::sasl_initial_response(
-                                crate::protocol::scram::MECHANISM,
-                                client.message(),
+                                MECHANISM,
+                                client_first.as_bytes(),
                                 &mut out,
                             )
                             .map_err(io)?;
@@ -189,14 +211,16 @@ impl ServerConnection {
                             let client = scram.as_mut().ok_or_else(|| {
                                 protocol("SASL continue without SASL start".into())
                             })?;
-                            client.update(payload).map_err(io)?;
-                            frontend::sasl_response(client.message(), &mut out).map_err(io)?;
+                            let client_final =
+                                client.respond(payload).map_err(|e| protocol(e.to_string()))?;
+                            frontend::sasl_response(client_final.as_bytes(), &mut out)
+                                .map_err(io)?;
                         }
                         messages::AUTH_SASL_FINAL => {
-                            let mut client = scram
+                            let client = scram
                                 .take()
                                 .ok_or_else(|| protocol("SASL final without SASL start".into()))?;
-                            client.finish(payload).map_err(io)?;
+                            client.verify(payload).map_err(|e| protocol(e.to_string()))?;
                             continue;
                         }
                         other => {
@@ -357,7 +381,7 @@ pub async fn open_stream(
     let io_error = |source| ConnectError::Io {
         node: node_name.to_owned(),
         address: format!("{host}:{port}"),
-        source,
+        source: std::sync::Arc::new(source),
     };
     let stream = TcpStream::connect((host, port)).await.map_err(io_error)?;
     stream.set_nodelay(true).map_err(io_error)?;
@@ -391,7 +415,7 @@ async fn negotiate_tls(
             let name = rustls::pki_types::ServerName::try_from(host.to_owned())
                 .map_err(|e| failed(format!("invalid host name for TLS: {e}")))?;
             let tls_stream = tls
-                .connector
+                .connector()
                 .connect(name, stream)
                 .await
                 .map_err(|e| failed(format!("TLS handshake failed: {e}")))?;

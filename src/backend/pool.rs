@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connection::{ConnectError, LoginTarget, ServerConnection};
+use crate::protocol::scram::ScramSecret;
 use super::tls::ServerTls;
 use crate::sync::lock;
 
@@ -57,6 +58,18 @@ pub struct Pool {
     permits: Arc<Semaphore>,
     /// Clients waiting for a free slot right now.
     waiting: AtomicUsize,
+    /// The last failed connection or login, and when it happened.
+    last_failure: Mutex<Option<(Instant, ConnectError)>>,
+}
+
+/// How long a checkout may wait, and how long a failed login stands.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckoutLimits {
+    /// For a free slot (`query_wait_timeout`).
+    pub wait: Duration,
+    /// After a failed connection or login, new connections fail with the
+    /// same error for this long (`server_login_retry`).
+    pub login_retry: Duration,
 }
 
 /// A pool's numbers, for the admin side.
@@ -80,6 +93,7 @@ impl Pool {
             settings,
             idle: Mutex::new(Vec::new()),
             waiting: AtomicUsize::new(0),
+            last_failure: Mutex::new(None),
         }
     }
 
@@ -88,18 +102,21 @@ impl Pool {
         &self.node_name
     }
 
-    /// New connections log in with `password` from now on (a reload
-    /// changed it); open ones stay logged in.
-    pub fn set_password(&self, password: &str) {
-        lock(&self.target).password = password.to_owned();
+    /// New connections log in with `secret` from now on (a reload changed
+    /// the password, or a client revealed the key); open ones stay logged
+    /// in. A login failure that the old secret caused no longer stands.
+    pub fn set_secret(&self, secret: Option<ScramSecret>) {
+        lock(&self.target).secret = secret;
+        *lock(&self.last_failure) = None;
     }
 
-    /// Hands out a connection, waiting up to `wait` for a free slot; reuses
-    /// a healthy idle connection or opens a new one.
+    /// Hands out a connection, waiting up to `limits.wait` for a free slot;
+    /// reuses a healthy idle connection or opens a new one.
     pub async fn checkout(
         self: &Arc<Self>,
-        wait: Duration,
+        limits: CheckoutLimits,
     ) -> Result<PooledConnection, CheckoutError> {
+        let wait = limits.wait;
         // The common case, a free slot, needs no timer.
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -115,22 +132,33 @@ impl Pool {
         };
         let conn = match self.take_idle() {
             Some(conn) => conn,
-            None => {
-                let target = lock(&self.target).clone();
-                ServerConnection::connect(
-                    &target,
-                    self.settings.connect_timeout,
-                    self.settings.max_message_size,
-                    self.settings.tls.as_ref(),
-                )
-                .await?
-            }
+            None => self.connect(limits.login_retry).await?,
         };
         Ok(PooledConnection {
             conn: Some(conn),
             _permit: permit,
             pool: self.clone(),
         })
+    }
+
+    /// Opens a connection, unless one failed less than `retry` ago: then
+    /// that failure is repeated without bothering the server.
+    async fn connect(&self, retry: Duration) -> Result<ServerConnection, ConnectError> {
+        if let Some((at, error)) = lock(&self.last_failure).as_ref() {
+            if at.elapsed() < retry {
+                return Err(error.clone());
+            }
+        }
+        let target = lock(&self.target).clone();
+        let result = ServerConnection::connect(
+            &target,
+            self.settings.connect_timeout,
+            self.settings.max_message_size,
+            self.settings.tls.as_ref(),
+        )
+        .await;
+        *lock(&self.last_failure) = result.as_ref().err().map(|e| (Instant::now(), e.clone()));
+        result
     }
 
     /// Pops idle connections until a usable one turns up; stale or broken
@@ -226,11 +254,11 @@ impl Pools {
             .clone()
     }
 
-    /// Points every pool of `user` at a new password.
-    pub fn set_password(&self, user: &str, password: &str) {
+    /// Points every pool of `user` at a new secret.
+    pub fn set_secret(&self, user: &str, secret: Option<ScramSecret>) {
         for (key, pool) in self.all() {
             if key.user == user {
-                pool.set_password(password);
+                pool.set_secret(secret.clone());
             }
         }
     }

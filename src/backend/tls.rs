@@ -18,16 +18,31 @@ use rustls::{
 use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use arc_swap::ArcSwap;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{ServerTlsConfig, ServerTlsMode};
 use crate::net::MaybeTls;
 
-/// How pgsplit secures its server connections.
+/// How pgsplit secures its server connections. Clones share the rustls
+/// configuration, so a reload that re-reads the CA file reaches them all.
 #[derive(Clone)]
 pub struct ServerTls {
     pub mode: ServerTlsMode,
-    pub connector: TlsConnector,
+    config: Arc<ArcSwap<rustls::ClientConfig>>,
+}
+
+impl ServerTls {
+    /// A connector with the configuration in force.
+    pub fn connector(&self) -> TlsConnector {
+        TlsConnector::from(self.config.load_full())
+    }
+
+    /// Puts `fresh`'s configuration (the CA file read again) in force for
+    /// this object and all its clones.
+    pub fn replace_with(&self, fresh: &ServerTls) {
+        self.config.store(fresh.config.load_full());
+    }
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -82,7 +97,7 @@ pub fn from_config(config: &ServerTlsConfig) -> anyhow::Result<Option<ServerTls>
         .with_no_client_auth();
     Ok(Some(ServerTls {
         mode: config.mode,
-        connector: TlsConnector::from(Arc::new(client_config)),
+        config: Arc::new(ArcSwap::from_pointee(client_config)),
     }))
 }
 

@@ -10,6 +10,7 @@
 //! 4. semantic validation ([`validate`]).
 
 mod admin;
+mod auth_query;
 mod duration;
 mod environment;
 mod error;
@@ -31,6 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use admin::AdminConfig;
+pub use auth_query::AuthQueryConfig;
 pub use environment::Variables;
 pub use error::ConfigError;
 pub use failover::{FailoverConfig, FailoverMode};
@@ -72,6 +74,30 @@ pub struct Config {
     /// How long a client waits for a pooled server connection.
     #[serde(default = "defaults::query_wait_timeout", with = "duration")]
     pub query_wait_timeout: Duration,
+    /// A client idle outside a transaction this long is disconnected
+    /// (PostgreSQL's `idle_session_timeout`); `0` never.
+    #[serde(default, with = "duration")]
+    pub idle_client_timeout: Duration,
+    /// A client idle inside a transaction this long is disconnected and its
+    /// server connection rolled back and reclaimed (PostgreSQL's
+    /// `idle_in_transaction_session_timeout`); `0` never.
+    #[serde(default, with = "duration")]
+    pub idle_in_transaction_timeout: Duration,
+    /// After a failed connection or login to a node, new connections to it
+    /// fail at once with the same error for this long, instead of every
+    /// client hammering a server that is down; `0` retries immediately.
+    #[serde(default = "defaults::server_login_retry", with = "duration")]
+    pub server_login_retry: Duration,
+    /// Failed logins from one address within `auth_failure_window` after
+    /// which its logins are refused until the window passes; `0` no limit.
+    #[serde(
+        default = "defaults::auth_failure_limit",
+        deserialize_with = "number::deserialize"
+    )]
+    pub auth_failure_limit: usize,
+    /// The window `auth_failure_limit` counts in.
+    #[serde(default = "defaults::auth_failure_window", with = "duration")]
+    pub auth_failure_window: Duration,
     /// How clients authenticate to the proxy.
     #[serde(default)]
     pub auth_method: AuthMethod,
@@ -87,7 +113,11 @@ pub struct Config {
     /// PostgreSQL nodes: exactly one primary plus any number of replicas.
     pub nodes: Vec<NodeConfig>,
     /// Users allowed to log in; the same credentials are used towards the nodes.
+    #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Looks up users not listed in `users` in the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_query: Option<AuthQueryConfig>,
     /// Credentials for health checks / replication-lag monitoring, if enabled.
     #[serde(default)]
     pub monitor: Option<MonitorConfig>,
@@ -303,8 +333,14 @@ pub enum Role {
 pub struct UserConfig {
     /// PostgreSQL role name.
     pub name: String,
-    /// Clear-text password (usually supplied via `${VAR}`).
+    /// Clear-text password (usually supplied via `${VAR}`), or a SCRAM
+    /// verifier (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`,
+    /// as `pg_authid.rolpassword` holds it) so no password is stored.
     pub password: String,
+    /// Most clients this user may have connected at once (PostgreSQL's
+    /// `CONNECTION LIMIT`); unset: only `max_client_connections` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 impl fmt::Debug for UserConfig {
@@ -312,6 +348,7 @@ impl fmt::Debug for UserConfig {
         f.debug_struct("UserConfig")
             .field("name", &self.name)
             .field("password", &"<redacted>")
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -475,6 +512,15 @@ mod defaults {
     }
     pub(super) fn query_wait_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    pub(super) fn server_login_retry() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub(super) fn auth_failure_limit() -> usize {
+        10
+    }
+    pub(super) fn auth_failure_window() -> Duration {
+        Duration::from_secs(60)
     }
     pub(super) fn pool_size() -> u32 {
         20

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{ClientTlsMode, Config, ConfigError, Role, ServerTlsMode};
+use crate::protocol::scram::{ScramVerifier, SCRAM_PREFIX};
 
 const MIN_MESSAGE_SIZE: usize = 1024;
 const MAX_MESSAGE_SIZE: usize = 1 << 30;
@@ -40,6 +41,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         ("server_connect_timeout", config.server_connect_timeout),
         ("query_wait_timeout", config.query_wait_timeout),
         ("shutdown_timeout", config.shutdown_timeout),
+        ("auth_failure_window", config.auth_failure_window),
         ("pool.idle_timeout", config.pool.idle_timeout),
         ("pool.max_lifetime", config.pool.max_lifetime),
     ];
@@ -283,11 +285,40 @@ fn check_monitor(config: &Config) -> Result<(), ConfigError> {
 }
 
 fn check_users(config: &Config) -> Result<(), ConfigError> {
-    if config.users.is_empty() {
+    if config.users.is_empty() && config.auth_query.is_none() {
         return Err(ConfigError::invalid(
             "users",
-            "at least one user must be configured",
+            "at least one user must be configured (or auth_query)",
         ));
+    }
+    if let Some(auth_query) = &config.auth_query {
+        if !auth_query.query.contains("$1") {
+            return Err(ConfigError::invalid(
+                "auth_query.query",
+                "must take the user name as $1",
+            ));
+        }
+        match (&auth_query.user, &auth_query.password, &config.monitor) {
+            (Some(_), Some(_), _) | (None, None, Some(_)) => {}
+            (Some(_), None, _) => {
+                return Err(ConfigError::invalid(
+                    "auth_query.password",
+                    "is required with auth_query.user",
+                ))
+            }
+            (None, Some(_), _) => {
+                return Err(ConfigError::invalid(
+                    "auth_query.user",
+                    "is required with auth_query.password",
+                ))
+            }
+            (None, None, None) => {
+                return Err(ConfigError::invalid(
+                    "auth_query.user",
+                    "is required without a monitor section (whose user runs the query otherwise)",
+                ))
+            }
+        }
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, user) in config.users.iter().enumerate() {
@@ -303,6 +334,17 @@ fn check_users(config: &Config) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid(
                 format!("users[{i}].password"),
                 "must not be empty",
+            ));
+        }
+        if user.password.starts_with(SCRAM_PREFIX) {
+            ScramVerifier::parse(&user.password).map_err(|problem| {
+                ConfigError::invalid(format!("users[{i}].password"), problem)
+            })?;
+        }
+        if user.max_connections == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("users[{i}].max_connections"),
+                "must be at least 1 (leave it out for no limit)",
             ));
         }
     }

@@ -96,14 +96,17 @@ impl Drop for Registration {
 }
 
 impl ClientRegistry {
-    /// Registers a client that just logged in.
+    /// Registers a client that just logged in; `None` when its user already
+    /// has `user_limit` clients (checked and counted under one lock, so
+    /// simultaneous logins cannot overshoot).
     pub fn register(
         self: &Arc<Self>,
         peer: SocketAddr,
         user: &str,
         database: &str,
         application_name: &str,
-    ) -> Registration {
+        user_limit: Option<usize>,
+    ) -> Option<Registration> {
         let entry = Arc::new(ClientEntry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             peer,
@@ -114,11 +117,18 @@ impl ClientRegistry {
             state: AtomicU8::new(ClientState::Idle as u8),
             node: AtomicUsize::new(NO_NODE),
         });
-        lock(&self.clients).insert(entry.id, entry.clone());
-        Registration {
+        let mut clients = lock(&self.clients);
+        if let Some(limit) = user_limit {
+            if clients.values().filter(|c| c.user == user).count() >= limit {
+                return None;
+            }
+        }
+        clients.insert(entry.id, entry.clone());
+        drop(clients);
+        Some(Registration {
             registry: self.clone(),
             entry,
-        }
+        })
     }
 
     /// The clients, oldest first.

@@ -2,6 +2,7 @@
 //! requests, protocol version checks and password authentication.
 
 use std::io;
+use std::net::IpAddr;
 
 use bytes::BytesMut;
 use postgres_protocol::authentication::md5_hash;
@@ -13,13 +14,18 @@ use crate::admin::console::ADMIN_DATABASE;
 use crate::config::{AuthMethod, ClientTlsMode};
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, read_cstr, read_i32};
-use crate::protocol::scram::{ScramError, ScramServer, MECHANISM};
+use crate::auth::{Credentials, LookedUp};
+use crate::protocol::scram::{Binding, ScramError, ScramServer, MECHANISM, MECHANISM_PLUS};
 use crate::protocol::startup::{self, StartupPacket, StartupRequest};
 use crate::protocol::{PgError, SqlState};
 use crate::proxy::Shared;
 
 /// Password messages are small; anything bigger is not a login attempt.
 const MAX_AUTH_MESSAGE: usize = 8192;
+
+/// What an address that used up `auth_failure_limit` is told.
+const BLOCKED: &str = "too many failed login attempts from this address; try again later";
+
 
 /// A client that has authenticated and is ready for its session.
 pub struct Authenticated {
@@ -41,17 +47,29 @@ pub enum LoginOutcome {
 /// Runs the startup phase on a fresh connection. Errors that the client
 /// should see are sent as `ErrorResponse` before the connection closes.
 pub async fn login(shared: &Shared, socket: TcpStream) -> LoginOutcome {
+    let peer = socket.peer_addr().ok().map(|a| a.ip());
     let mut stream = ClientStream::Plain(socket);
     let mut buf = BytesMut::with_capacity(1024);
-    match negotiate(shared, &mut stream, &mut buf).await {
+    match negotiate(shared, &mut stream, &mut buf, peer).await {
         Ok(Some(request)) => LoginOutcome::Authenticated(Authenticated {
             stream,
             request,
             buffered: buf,
         }),
         Ok(None) => LoginOutcome::Cancelled,
+        Err(LoginError::Credentials(error)) => {
+            if let Some(peer) = peer {
+                let window = shared.config().auth_failure_window;
+                shared.login_failures.record(peer, window);
+            }
+            // The message names the user and the reason, never a secret.
+            tracing::warn!(peer = ?peer, %error, "client login failed");
+            let _ = stream.write_all(&error.to_message()).await;
+            let _ = stream.shutdown().await;
+            LoginOutcome::Closed
+        }
         Err(LoginError::Client(error)) => {
-            tracing::info!(%error, "client login refused");
+            tracing::info!(peer = ?peer, %error, "client login refused");
             let _ = stream.write_all(&error.to_message()).await;
             let _ = stream.shutdown().await;
             LoginOutcome::Closed
@@ -65,6 +83,8 @@ pub async fn login(shared: &Shared, socket: TcpStream) -> LoginOutcome {
 
 enum LoginError {
     Client(PgError),
+    /// A wrong password or unknown user: counted against the address.
+    Credentials(PgError),
     Io(io::Error),
 }
 
@@ -86,8 +106,11 @@ async fn negotiate(
     shared: &Shared,
     stream: &mut ClientStream,
     buf: &mut BytesMut,
+    peer: Option<IpAddr>,
 ) -> Result<Option<StartupRequest>, LoginError> {
-    let tls = &shared.config().tls;
+    let tls_mode = shared.config().tls.mode;
+    // The certificate's hash, once TLS is up, for SCRAM-SHA-256-PLUS.
+    let mut endpoint_hash = None;
     loop {
         let packet = loop {
             if let Some(packet) = startup::decode(buf)? {
@@ -99,12 +122,12 @@ async fn negotiate(
         };
         match packet {
             StartupPacket::SslRequest => {
-                let acceptor = shared
+                let tls = shared
                     .tls
-                    .as_ref()
-                    .filter(|_| tls.mode != ClientTlsMode::Disable);
-                match (acceptor, &*stream) {
-                    (Some(acceptor), ClientStream::Plain(_)) => {
+                    .load_full()
+                    .filter(|_| tls_mode != ClientTlsMode::Disable);
+                match (tls, &*stream) {
+                    (Some(tls), ClientStream::Plain(_)) => {
                         if !buf.is_empty() {
                             return Err(PgError::fatal(
                                 SqlState::PROTOCOL_VIOLATION,
@@ -116,7 +139,9 @@ async fn negotiate(
                         if let ClientStream::Plain(socket) =
                             std::mem::replace(stream, ClientStream::Detached)
                         {
-                            *stream = ClientStream::Tls(Box::new(acceptor.accept(socket).await?));
+                            *stream =
+                                ClientStream::Tls(Box::new(tls.acceptor.accept(socket).await?));
+                            endpoint_hash = tls.endpoint_hash.clone();
                         }
                     }
                     (_, ClientStream::Tls(_) | ClientStream::Detached) => {
@@ -135,7 +160,7 @@ async fn negotiate(
                 return Ok(None);
             }
             StartupPacket::Startup(request) => {
-                check_admission(shared, stream, &request)?;
+                check_admission(shared, stream, &request, peer)?;
                 if request.minor_version > 0 || !request.protocol_options.is_empty() {
                     stream
                         .write_all(&messages::negotiate_protocol_version(
@@ -144,7 +169,7 @@ async fn negotiate(
                         ))
                         .await?;
                 }
-                authenticate(shared, stream, buf, &request).await?;
+                authenticate(shared, stream, buf, &request, endpoint_hash.as_deref()).await?;
                 return Ok(Some(request));
             }
         }
@@ -155,7 +180,18 @@ fn check_admission(
     shared: &Shared,
     stream: &ClientStream,
     request: &StartupRequest,
+    peer: Option<IpAddr>,
 ) -> Result<(), PgError> {
+    let config = shared.config();
+    if let Some(peer) = peer {
+        if shared.login_failures.is_blocked(
+            peer,
+            config.auth_failure_limit,
+            config.auth_failure_window,
+        ) {
+            return Err(PgError::fatal(SqlState::INVALID_AUTHORIZATION, BLOCKED));
+        }
+    }
     if shared.config().tls.mode == ClientTlsMode::Require && !stream.is_tls() {
         return Err(PgError::fatal(
             SqlState::INVALID_AUTHORIZATION,
@@ -179,91 +215,150 @@ async fn authenticate(
     stream: &mut ClientStream,
     buf: &mut BytesMut,
     request: &StartupRequest,
+    endpoint_hash: Option<&[u8]>,
 ) -> Result<(), LoginError> {
     let user = request.user.as_str();
-    let credentials = if request.database == ADMIN_DATABASE {
-        shared.admin_credentials(user).ok_or_else(|| {
+    let no_role = || {
+        PgError::fatal(
+            SqlState::INVALID_AUTHORIZATION,
+            format!("role \"{user}\" does not exist"),
+        )
+    };
+    let no_role = || LoginError::Credentials(no_role());
+    let found = if request.database == ADMIN_DATABASE {
+        let credentials = shared.admin_credentials(user).ok_or_else(|| {
             PgError::fatal(
                 SqlState::INVALID_AUTHORIZATION,
                 format!("user \"{user}\" may not use the pgsplit admin console"),
             )
-        })?
+        })?;
+        LookedUp {
+            credentials,
+            expired: false,
+        }
     } else {
-        shared.credentials(user).ok_or_else(|| {
-            PgError::fatal(
-                SqlState::INVALID_AUTHORIZATION,
-                format!("role \"{user}\" does not exist"),
-            )
-        })?
+        shared.login_credentials(user).await?.ok_or_else(no_role)?
     };
+    let credentials = &found.credentials;
     let failed = || {
-        LoginError::Client(PgError::fatal(
+        LoginError::Credentials(PgError::fatal(
             SqlState::INVALID_PASSWORD,
             format!("password authentication failed for user \"{user}\""),
         ))
     };
-    match shared.config().auth_method {
-        AuthMethod::Trust => {}
-        AuthMethod::Md5 => {
+    // Like PostgreSQL, md5 is answered with SCRAM when only a verifier is
+    // stored.
+    let method = match (shared.config().auth_method, &credentials.password) {
+        (AuthMethod::Md5, None) => AuthMethod::ScramSha256,
+        (method, _) => method,
+    };
+    match (method, &credentials.password) {
+        (AuthMethod::Trust, _) => {}
+        (AuthMethod::Md5, Some(password)) => {
             let salt: [u8; 4] = rand::random();
             stream
                 .write_all(&messages::authentication(messages::AUTH_MD5, &salt))
                 .await?;
             let response = read_password_message(stream, buf).await?;
             let (given, _) = read_cstr(response.body()).ok_or_else(malformed)?;
-            let expected = md5_hash(user.as_bytes(), credentials.password.as_bytes(), salt);
+            let expected = md5_hash(user.as_bytes(), password.as_bytes(), salt);
             if given != expected.as_bytes() {
                 return Err(failed());
             }
         }
-        AuthMethod::ScramSha256 => {
-            let mut mechanisms = MECHANISM.as_bytes().to_vec();
-            mechanisms.extend_from_slice(b"\0\0");
-            stream
-                .write_all(&messages::authentication(messages::AUTH_SASL, &mechanisms))
-                .await?;
-            let initial = read_password_message(stream, buf).await?;
-            let (mechanism, rest) = read_cstr(initial.body()).ok_or_else(malformed)?;
-            if mechanism != MECHANISM.as_bytes() {
-                return Err(PgError::fatal(
-                    SqlState::PROTOCOL_VIOLATION,
-                    "client selected an invalid SASL authentication mechanism",
-                )
-                .into());
+        _ => {
+            let client_key = scram_exchange(stream, buf, credentials, endpoint_hash)
+                .await
+                .map_err(|error| match error {
+                    ScramLoginError::Scram(ScramError::WrongPassword) => failed(),
+                    ScramLoginError::Scram(other) => LoginError::Client(PgError::fatal(
+                        SqlState::PROTOCOL_VIOLATION,
+                        other.to_string(),
+                    )),
+                    ScramLoginError::Login(error) => error,
+                })?;
+            if credentials.password.is_none() {
+                shared.learn_client_key(user, credentials, client_key);
             }
-            let (length, data) = read_i32(rest).ok_or_else(malformed)?;
-            if usize::try_from(length).ok() != Some(data.len()) {
-                return Err(malformed().into());
-            }
-            let scram_error = |e: ScramError| match e {
-                ScramError::WrongPassword => failed(),
-                other => LoginError::Client(PgError::fatal(
-                    SqlState::PROTOCOL_VIOLATION,
-                    other.to_string(),
-                )),
-            };
-            let (server, server_first) =
-                ScramServer::start(&credentials.scram, data).map_err(scram_error)?;
-            stream
-                .write_all(&messages::authentication(
-                    messages::AUTH_SASL_CONTINUE,
-                    server_first.as_bytes(),
-                ))
-                .await?;
-            let response = read_password_message(stream, buf).await?;
-            let server_final = server.finish(response.body()).map_err(scram_error)?;
-            stream
-                .write_all(&messages::authentication(
-                    messages::AUTH_SASL_FINAL,
-                    server_final.as_bytes(),
-                ))
-                .await?;
         }
+    }
+    if found.expired {
+        tracing::info!(user, "the user's password has expired (rolvaliduntil)");
+        return Err(failed());
     }
     stream
         .write_all(&messages::authentication(messages::AUTH_OK, &[]))
         .await?;
     Ok(())
+}
+
+/// A SCRAM login that did not succeed.
+enum ScramLoginError {
+    Scram(ScramError),
+    Login(LoginError),
+}
+
+impl<E: Into<LoginError>> From<E> for ScramLoginError {
+    fn from(error: E) -> Self {
+        ScramLoginError::Login(error.into())
+    }
+}
+
+/// Runs SCRAM-SHA-256 (or -PLUS over TLS, when the certificate allows)
+/// against `credentials`; returns the `ClientKey` the proof revealed.
+async fn scram_exchange(
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+    credentials: &Credentials,
+    endpoint_hash: Option<&[u8]>,
+) -> Result<[u8; 32], ScramLoginError> {
+    let mut mechanisms = Vec::new();
+    if endpoint_hash.is_some() {
+        mechanisms.extend_from_slice(MECHANISM_PLUS.as_bytes());
+        mechanisms.push(0);
+    }
+    mechanisms.extend_from_slice(MECHANISM.as_bytes());
+    mechanisms.extend_from_slice(b"\0\0");
+    stream
+        .write_all(&messages::authentication(messages::AUTH_SASL, &mechanisms))
+        .await?;
+    let initial = read_password_message(stream, buf).await?;
+    let (mechanism, rest) = read_cstr(initial.body()).ok_or_else(malformed)?;
+    let binding = match (mechanism, endpoint_hash) {
+        (m, Some(hash)) if m == MECHANISM_PLUS.as_bytes() => Binding::Bound(hash),
+        (m, Some(_)) if m == MECHANISM.as_bytes() => Binding::Declined,
+        (m, None) if m == MECHANISM.as_bytes() => Binding::Unavailable,
+        _ => {
+            return Err(PgError::fatal(
+                SqlState::PROTOCOL_VIOLATION,
+                "client selected an invalid SASL authentication mechanism",
+            )
+            .into())
+        }
+    };
+    let (length, data) = read_i32(rest).ok_or_else(malformed)?;
+    if usize::try_from(length).ok() != Some(data.len()) {
+        return Err(malformed().into());
+    }
+    let (server, server_first) =
+        ScramServer::start(&credentials.scram, data, binding).map_err(ScramLoginError::Scram)?;
+    stream
+        .write_all(&messages::authentication(
+            messages::AUTH_SASL_CONTINUE,
+            server_first.as_bytes(),
+        ))
+        .await?;
+    let response = read_password_message(stream, buf).await?;
+    let success = server
+        .finish(response.body())
+        .map_err(ScramLoginError::Scram)?;
+    stream
+        .write_all(&messages::authentication(
+            messages::AUTH_SASL_FINAL,
+            success.server_final.as_bytes(),
+        ))
+        .await?;
+    Ok(success.client_key)
 }
 
 fn malformed() -> PgError {

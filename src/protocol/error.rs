@@ -17,6 +17,8 @@ impl SqlState {
     pub const TOO_MANY_CONNECTIONS: &'static str = "53300";
     pub const FEATURE_NOT_SUPPORTED: &'static str = "0A000";
     pub const ADMIN_SHUTDOWN: &'static str = "57P01";
+    pub const IDLE_SESSION_TIMEOUT: &'static str = "57P05";
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: &'static str = "25P03";
     pub const CANNOT_CONNECT_NOW: &'static str = "57P03";
     pub const QUERY_CANCELED: &'static str = "57014";
     pub const INVALID_SQL_STATEMENT_NAME: &'static str = "26000";

@@ -75,7 +75,7 @@ impl Session {
                         Err(error) => CheckoutError::Connect(ConnectError::Io {
                             node: router.node_name(node).to_owned(),
                             address: server.address.clone(),
-                            source: error,
+                            source: std::sync::Arc::new(error),
                         }),
                     }
                 }

@@ -5,6 +5,7 @@
 
 mod acquire;
 mod consistency;
+mod idle;
 mod parameters;
 mod routing;
 mod server;
@@ -30,7 +31,7 @@ use super::settings::{replay_sql, SessionSettings};
 use super::statements::{ClientStatements, PreparedStatement};
 use super::stream::ClientStream;
 use super::unit::{self, Lookahead, UnitTraits};
-use crate::backend::{CheckoutError, ConnectError, Pool, PooledConnection};
+use crate::backend::{CheckoutError, CheckoutLimits, ConnectError, Pool, PooledConnection};
 use crate::config::Route;
 use crate::config::{Consistency, PoolMode, Role};
 use crate::metrics::NodeCounters;
@@ -222,12 +223,26 @@ impl Session {
             .iter()
             .find(|(name, _)| name == "application_name")
             .map(|(_, value)| value.as_str());
-        let registration = shared.clients.register(
+        let user_limit = shared
+            .config()
+            .user(&request.user)
+            .and_then(|u| u.max_connections);
+        let Some(registration) = shared.clients.register(
             peer,
             &request.user,
             &request.database,
             application_name.unwrap_or_default(),
-        );
+            user_limit,
+        ) else {
+            let error = PgError::fatal(
+                SqlState::TOO_MANY_CONNECTIONS,
+                format!("too many connections for role \"{}\"", request.user),
+            );
+            tracing::info!(%error, "client refused");
+            let mut client = login.stream;
+            let _ = client.write_all(&error.to_message()).await;
+            return;
+        };
         let route = shared.router.session_route(&request.user, application_name);
         let default_route = route.clone();
         // `options=-c pgsplit.route=primary` (PGOPTIONS) sets pgsplit's own
@@ -385,7 +400,12 @@ impl Session {
                 .pool_for(node, &self.database, &self.user)
                 .ok_or(CheckoutError::NoSuchNode(node))?,
         };
-        pool.checkout(self.shared.config().query_wait_timeout).await
+        let config = self.shared.config();
+        let limits = CheckoutLimits {
+            wait: config.query_wait_timeout,
+            login_retry: config.server_login_retry,
+        };
+        pool.checkout(limits).await
     }
 
     /// Brings a server connection's settings in line with this client's.
@@ -446,6 +466,12 @@ impl Session {
         self.shutting_down = *shutdown.borrow_and_update();
         let stop = shutdown.changed();
         tokio::pin!(stop);
+        let limits = idle::IdleLimits::from_config(&self.shared.config());
+        // Without idle limits the clock is never read and the timer never fires.
+        let idle_limits = limits.any();
+        let mut last_activity = Instant::now();
+        let idle_timer = tokio::time::sleep_until(self.idle_deadline(limits, last_activity).into());
+        tokio::pin!(idle_timer);
         // Messages may have arrived together with the last login message.
         if !self.client_in.is_empty() {
             self.handle_client_input().await;
@@ -458,18 +484,42 @@ impl Session {
             if self.finished {
                 return;
             }
+            if idle_limits
+                && self.idle_deadline_too_late(limits, last_activity, idle_timer.deadline().into())
+            {
+                idle_timer
+                    .as_mut()
+                    .reset(self.idle_deadline(limits, last_activity).into());
+            }
             tokio::select! {
                 read = self.client.read_buf(&mut self.client_in) => match read {
                     Ok(0) | Err(_) => return,
-                    Ok(_) => self.handle_client_input().await,
+                    Ok(_) => {
+                        if idle_limits {
+                            last_activity = Instant::now();
+                        }
+                        self.handle_client_input().await
+                    }
                 },
                 filled = fill(&mut self.server) => match filled {
-                    Ok(()) => self.process_server_input(),
+                    Ok(()) => {
+                        if idle_limits {
+                            last_activity = Instant::now();
+                        }
+                        self.process_server_input()
+                    }
                     Err(error) => self.on_server_lost(error),
                 },
                 _ = &mut stop, if !self.shutting_down => {
                     self.shutting_down = true;
                     self.finish_if_idle_during_shutdown();
+                }
+                () = &mut idle_timer, if idle_limits => {
+                    if !self.on_idle_timer(limits, last_activity) {
+                        idle_timer
+                            .as_mut()
+                            .reset(self.idle_deadline(limits, last_activity).into());
+                    }
                 }
             }
         }
@@ -762,9 +812,22 @@ impl Session {
         let Some(mut server) = self.detach() else {
             return;
         };
-        let idle = self.transaction_status == b'I' && self.expected.is_empty();
-        if !idle {
-            return; // closing the connection rolls back whatever was open
+        if !self.expected.is_empty() {
+            return; // closing the connection cancels and rolls back what runs
+        }
+        if self.transaction_status != b'I' {
+            // Left open by the client (or `idle_in_transaction_timeout`):
+            // rolled back, the connection goes back to the pool.
+            let rollback = tokio::time::timeout(
+                self.shared.config().server_connect_timeout,
+                server.run_silently("ROLLBACK"),
+            )
+            .await;
+            if !matches!(rollback, Ok(Ok(None))) {
+                return;
+            }
+            // The transaction may have changed settings that the rollback undid.
+            server.applied_settings = None;
         }
         if self.pinned.is_some() || self.pool_mode() == PoolMode::Session {
             let reset = tokio::time::timeout(
