@@ -1,0 +1,224 @@
+//! Limits and timeouts, each with the SQLSTATE PostgreSQL uses:
+//! `idle_client_timeout` (57P05), `idle_in_transaction_timeout` (25P03,
+//! the server connection rolled back and reclaimed), per-user
+//! `max_connections` (53300) and `server_login_retry`.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{app_url, primary_sql, proxy_config, spawn_watched_proxy, try_connect};
+use pgsplit::config::UserConfig;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+/// Connects and keeps the connection task's outcome: the FATAL error a
+/// server (or pgsplit) sends before closing ends it with that error.
+async fn connect_watched(
+    url: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect through pgsplit");
+    (client, tokio::spawn(connection))
+}
+
+/// The SQLSTATE the connection ended with.
+async fn closing_code(
+    connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) -> Option<SqlState> {
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the connection ends")
+        .expect("connection task");
+    ended.err().and_then(|e| e.code().cloned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_in_transaction_timeout_rolls_back_and_reclaims_the_server_connection() {
+    let proxy = spawn_watched_proxy(proxy_config(
+        "idle_in_transaction_timeout: 300ms\nrouting: { route: primary }\n",
+    ));
+    let (client, connection) = connect_watched(&app_url(proxy.addr)).await;
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS idle_tx (id int)")
+        .await
+        .unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("INSERT INTO idle_tx VALUES (1)")
+        .await
+        .unwrap();
+    assert_eq!(
+        closing_code(connection).await,
+        Some(SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT)
+    );
+    assert_eq!(primary_sql("SELECT count(*) FROM idle_tx"), "0", "rolled back");
+    // The connection went back to the pool instead of being closed.
+    let stats: Vec<_> = proxy
+        .shared
+        .pools
+        .all()
+        .into_iter()
+        .map(|(_, pool)| pool.stats())
+        .collect();
+    assert!(stats.iter().all(|s| s.active == 0), "{stats:?}");
+    assert!(stats.iter().any(|s| s.idle >= 1), "{stats:?}");
+    assert_eq!(
+        primary_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND state LIKE 'idle in transaction%'"
+        ),
+        "0"
+    );
+
+    // Busy clients are not idle: a transaction that keeps talking, and a
+    // statement that runs longer than the limit, both go on.
+    let client = common::connect(proxy.addr).await;
+    client.batch_execute("BEGIN").await.unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.batch_execute("SELECT 1").await.unwrap();
+    }
+    client.batch_execute("SELECT pg_sleep(0.6)").await.unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    // Outside a transaction this limit does not apply.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    client.batch_execute("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_client_timeout_disconnects_with_57p05() {
+    let proxy = spawn_watched_proxy(proxy_config("idle_client_timeout: 400ms\n"));
+    let (client, connection) = connect_watched(&app_url(proxy.addr)).await;
+    client.batch_execute("SELECT 1").await.unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        closing_code(connection).await,
+        Some(SqlState::IDLE_SESSION_TIMEOUT)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    // A client that keeps working stays.
+    let busy = common::connect(proxy.addr).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        busy.batch_execute("SELECT 1").await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_connection_limit_gives_53300() {
+    let mut config = proxy_config("");
+    let app = config
+        .users
+        .iter_mut()
+        .find(|u| u.name == "app")
+        .expect("app user");
+    app.max_connections = Some(2);
+    let proxy = spawn_watched_proxy(config);
+    let first = common::connect(proxy.addr).await;
+    let second = common::connect(proxy.addr).await;
+    let error = try_connect(&app_url(proxy.addr))
+        .await
+        .expect_err("a third client is over the limit");
+    assert_eq!(error.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{error}");
+    let message = error.as_db_error().map(|e| e.message().to_owned());
+    assert_eq!(
+        message.as_deref(),
+        Some("too many connections for role \"app\"")
+    );
+    // Other users are not limited by app's limit.
+    let other = try_connect(&common::url(proxy.addr, "postgres", "postgres", "app"))
+        .await
+        .expect("another user logs in");
+    other.batch_execute("SELECT 1").await.unwrap();
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let third = loop {
+        match try_connect(&app_url(proxy.addr)).await {
+            Ok(client) => break client,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(error) => panic!("a freed slot is usable again: {error}"),
+        }
+    };
+    third.batch_execute("SELECT 1").await.unwrap();
+    second.batch_execute("SELECT 1").await.unwrap();
+}
+
+/// A node that accepts TCP connections and closes them at once, counting
+/// them: how often pgsplit tried.
+async fn closing_node() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (port, accepted)
+}
+
+async fn attempts_for_five_logins(login_retry: &str) -> usize {
+    let (port, accepted) = closing_node().await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nauth_method: trust\nserver_login_retry: {login_retry}\n\
+         nodes: [{{ name: broken, host: 127.0.0.1, port: {port}, role: primary }}]\n\
+         users: [{{ name: app, password: app }}]\n"
+    );
+    let config = pgsplit::config::Config::from_yaml(&yaml, &|_| None).unwrap();
+    let proxy = spawn_watched_proxy(config);
+    for _ in 0..5 {
+        let error = try_connect(&app_url(proxy.addr))
+            .await
+            .expect_err("the node is broken");
+        assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
+    }
+    accepted.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_login_retry_spares_a_failing_node() {
+    assert_eq!(attempts_for_five_logins("0s").await, 5);
+    assert_eq!(attempts_for_five_logins("10s").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_password_ends_the_login_retry_wait_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgsplit.yaml");
+    let yaml = |password: &str| {
+        let config = proxy_config("server_login_retry: 1h\nauth_method: trust\n");
+        let mut config = config;
+        config.users.push(UserConfig {
+            name: "retry_user".into(),
+            password: password.into(),
+            max_connections: None,
+        });
+        serde_json::to_string(&config).unwrap()
+    };
+    primary_sql(
+        "DO $$ BEGIN CREATE ROLE retry_user LOGIN PASSWORD 'right'; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    );
+    primary_sql("GRANT CONNECT ON DATABASE app TO retry_user");
+    std::fs::write(&path, yaml("wrong")).unwrap();
+    let proxy = common::spawn_proxy_from_file(&path);
+    let url = common::url(proxy.addr, "retry_user", "x", "app");
+    for _ in 0..2 {
+        let error = try_connect(&url).await.expect_err("wrong server password");
+        assert_eq!(error.code(), Some(&SqlState::INVALID_PASSWORD), "{error}");
+    }
+    std::fs::write(&path, yaml("right")).unwrap();
+    let (status, body) = common::admin_post(proxy.admin, "/api/reload", "");
+    assert_eq!(status, 200, "{body}");
+    let client = try_connect(&url).await.expect("the new password is used at once");
+    client.batch_execute("SELECT 1").await.unwrap();
+}
