@@ -222,3 +222,99 @@ async fn client_tls_required_refuses_plaintext_and_serves_psql_over_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// psql through `addr` with `options` in the URL; the output or the error.
+fn psql_over_tls(addr: std::net::SocketAddr, options: &str) -> Result<String, String> {
+    let url = format!("postgresql://app@{addr}/app?{options}");
+    let out = run_tool("psql", &["-XAtq", &url, "-c", "SELECT 'ok'"], "app");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_channel_binding_works_for_tls_clients() {
+    let certs = certs();
+    let addr = start_proxy(&format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+        certs.cert.display(),
+        certs.key.display()
+    ));
+    // libpq binds to pgsplit's certificate (SCRAM-SHA-256-PLUS) and refuses
+    // to go on without it when told to.
+    assert_eq!(
+        psql_over_tls(addr, "sslmode=require&channel_binding=require").as_deref(),
+        Ok("ok")
+    );
+    // Without TLS there is nothing to bind to: libpq refuses, pgsplit still
+    // serves plain SCRAM.
+    assert!(psql_over_tls(addr, "sslmode=disable&channel_binding=require").is_err());
+    assert_eq!(
+        psql_over_tls(addr, "sslmode=disable&channel_binding=prefer").as_deref(),
+        Ok("ok")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_rotated_certificates() {
+    let certs = certs();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A second certificate, from the other CA.
+    openssl(
+        d,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "next.key", "-out", "next.csr",
+            "-subj", "/CN=next.example",
+        ],
+    );
+    let other_ca_key = certs.other_ca.with_extension("key");
+    // An extension makes it X.509 v3, which rustls requires.
+    std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:next.example\n").unwrap();
+    openssl(
+        d,
+        &[
+            "x509", "-req", "-in", "next.csr", "-CA", certs.other_ca.to_str().unwrap(), "-CAkey",
+            other_ca_key.to_str().unwrap(), "-CAcreateserial", "-out", "next.crt", "-days", "1",
+            "-extfile", "ext.cnf",
+        ],
+    );
+    let (live_cert, live_key) = (d.join("live.crt"), d.join("live.key"));
+    std::fs::copy(&certs.cert, &live_cert).unwrap();
+    std::fs::copy(&certs.key, &live_key).unwrap();
+    let mut config = common::proxy_config(&format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+        live_cert.display(),
+        live_key.display()
+    ));
+    config.listen = "127.0.0.1:0".into();
+    let path = d.join("pgsplit.yaml");
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    let proxy = common::spawn_proxy_from_file(&path);
+    let trusting = |ca: &Path| format!("sslmode=verify-ca&sslrootcert={}", ca.display());
+    assert_eq!(psql_over_tls(proxy.addr, &trusting(&certs.ca)).as_deref(), Ok("ok"));
+    assert!(psql_over_tls(proxy.addr, &trusting(&certs.other_ca)).is_err());
+
+    // Rotated in place, as cert-manager does; a reload picks it up.
+    std::fs::copy(d.join("next.crt"), &live_cert).unwrap();
+    std::fs::copy(d.join("next.key"), &live_key).unwrap();
+    let (status, body) = common::admin_post(proxy.admin, "/api/reload", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        psql_over_tls(proxy.addr, &trusting(&certs.other_ca)).as_deref(),
+        Ok("ok")
+    );
+    assert!(psql_over_tls(proxy.addr, &trusting(&certs.ca)).is_err());
+
+    // A broken key is refused by the reload, and the certificate in force stays.
+    std::fs::write(&live_key, "not a key").unwrap();
+    let (status, body) = common::admin_post(proxy.admin, "/api/reload", "");
+    assert_ne!(status, 200, "{body}");
+    assert!(body.contains("tls.key"), "{body}");
+    assert_eq!(
+        psql_over_tls(proxy.addr, &trusting(&certs.other_ca)).as_deref(),
+        Ok("ok")
+    );
+}
