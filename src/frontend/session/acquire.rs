@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::config::FailoverMode;
 
 /// How often a write waiting for a primary looks again.
 const PRIMARY_POLL: Duration = Duration::from_millis(20);
@@ -25,7 +26,13 @@ impl Session {
             self.shared.wait_while_paused().await;
         }
         let router = self.shared.router.clone();
-        let deadline = Instant::now() + self.shared.config().failover.client_wait;
+        let config = self.shared.config();
+        let deadline = Instant::now() + config.failover.client_wait;
+        // In manual mode no primary comes back unless an operator acts:
+        // writes fail at once instead of waiting for one (a switchover or
+        // promotion already under way is still waited for).
+        let new_primary_may_come = config.failover.mode != FailoverMode::Manual;
+        drop(config);
         let wait = || async {
             if Instant::now() + PRIMARY_POLL > deadline {
                 return false;
@@ -37,7 +44,10 @@ impl Session {
         loop {
             let pick = match router.choose(need, &self.route, &failed, min_lsn) {
                 Ok(pick) => pick,
-                Err(no_node) if no_node.is_transient() && wait().await => continue,
+                Err(NoNode::ChangingPrimary) if wait().await => continue,
+                Err(no_node) if no_node.is_transient() && new_primary_may_come && wait().await => {
+                    continue
+                }
                 Err(no_node) => return Err(no_node.to_error()),
             };
             let node = pick.node;
@@ -90,7 +100,7 @@ impl Session {
                 continue;
             }
             let unreachable = matches!(&error, CheckoutError::Connect(e) if e.is_unreachable());
-            if unreachable && wait().await {
+            if unreachable && new_primary_may_come && wait().await {
                 tracing::debug!(%error, "primary unreachable; waiting for it or a new one");
                 continue;
             }
