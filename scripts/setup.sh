@@ -15,6 +15,8 @@ fi
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The network-partition test makes namespaces and veth pairs (as root).
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # pg_query (PostgreSQL's parser, for SQL classification) is built with bindgen.
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)

@@ -16,7 +16,9 @@ use tracing::Instrument as _;
 
 use crate::admin::console::{self, ADMIN_DATABASE};
 use crate::admin::AdminServer;
+use crate::auth::{AuthQuery, Credentials, LoginFailures, LookedUp};
 use crate::backend::connection::LoginTarget;
+use crate::backend::tls::ServerTls;
 use crate::backend::{Pool, PoolKey, PoolSettings, Pools};
 use crate::config::Config;
 use crate::frontend::cancel::CancelRegistry;
@@ -25,12 +27,10 @@ use crate::frontend::login::{login, LoginOutcome};
 use crate::frontend::session::Session;
 use crate::frontend::statements::StatementNames;
 use crate::frontend::tls::ClientTls;
-use crate::backend::tls::ServerTls;
 use crate::metrics::Metrics;
 use crate::monitor::events::EventCounts;
 use crate::monitor::faults::ProbeFaults;
 use crate::monitor::{Monitor, MonitorHandle, SharedTopology, Topology};
-use crate::auth::{AuthQuery, Credentials, LoginFailures, LookedUp};
 use crate::protocol::PgError;
 use crate::router::classify::ClassificationCache;
 use crate::router::functions::FunctionCatalog;
@@ -180,15 +180,13 @@ impl Shared {
             database: database.to_owned(),
             user: user.to_owned(),
         };
-        Some(self.pools.get_or_create(key, || {
-            LoginTarget {
-                node_name: node_config.name.clone(),
-                host: node_config.host.clone(),
-                port: node_config.port,
-                database: database.to_owned(),
-                user: user.to_owned(),
-                secret: self.credentials(user).and_then(|c| c.server_secret()),
-            }
+        Some(self.pools.get_or_create(key, || LoginTarget {
+            node_name: node_config.name.clone(),
+            host: node_config.host.clone(),
+            port: node_config.port,
+            database: database.to_owned(),
+            user: user.to_owned(),
+            secret: self.credentials(user).and_then(|c| c.server_secret()),
         }))
     }
 
@@ -266,6 +264,7 @@ impl Proxy {
             idle_timeout: config.pool.idle_timeout,
             max_lifetime: config.pool.max_lifetime,
             max_message_size: config.max_message_size,
+            tcp_user_timeout: config.server_tcp_user_timeout,
             tls: server_tls.clone(),
         });
         let topology: SharedTopology =

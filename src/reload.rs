@@ -28,8 +28,8 @@ pub async fn reload(shared: &Shared) -> Result<String, String> {
     // Certificates are read again even if their paths did not change:
     // rotation usually replaces the files in place.
     let client_tls = client_tls(&arranged).map_err(|e| format!("{e:#}"))?;
-    let server_tls = crate::backend::tls::from_config(&arranged.server_tls)
-        .map_err(|e| format!("{e:#}"))?;
+    let server_tls =
+        crate::backend::tls::from_config(&arranged.server_tls).map_err(|e| format!("{e:#}"))?;
     if let (Some(in_force), Some(fresh)) = (&shared.server_tls, &server_tls) {
         in_force.replace_with(fresh);
     }
@@ -82,7 +82,14 @@ fn unchanged_at_run_time(old: &Config, new: &Config) -> Result<(), String> {
     let fixed = [
         ("listen", old.listen != new.listen),
         ("admin_listen", old.admin_listen != new.admin_listen),
-        ("server_tls.mode", old.server_tls.mode != new.server_tls.mode),
+        (
+            "server_tls.mode",
+            old.server_tls.mode != new.server_tls.mode,
+        ),
+        (
+            "server_tcp_user_timeout",
+            old.server_tcp_user_timeout != new.server_tcp_user_timeout,
+        ),
         ("pool", old.pool != new.pool),
         ("monitor", old.monitor != new.monitor),
     ];

@@ -31,7 +31,11 @@ fn code(error: &tokio_postgres::Error) -> Option<&SqlState> {
     error.code()
 }
 
-async fn current_user(addr: SocketAddr, user: &str, password: &str) -> Result<String, tokio_postgres::Error> {
+async fn current_user(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+) -> Result<String, tokio_postgres::Error> {
     let client = try_connect(&url(addr, user, password, "app")).await?;
     let row = client.query_one("SELECT current_user::text", &[]).await?;
     Ok(row.get(0))
@@ -58,7 +62,10 @@ async fn a_scram_verifier_in_the_config_logs_clients_and_servers_in() {
     let error = current_user(trusting, "verifier_user", "anything")
         .await
         .expect_err("no password to log in to the server with");
-    let message = error.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
     assert!(message.contains("SCRAM verifier"), "{message}");
 
     // With SCRAM (even when md5 is configured, as PostgreSQL does) the
@@ -70,7 +77,9 @@ async fn a_scram_verifier_in_the_config_logs_clients_and_servers_in() {
             .expect_err("wrong password");
         assert_eq!(code(&error), Some(&SqlState::INVALID_PASSWORD), "{error}");
         assert_eq!(
-            current_user(addr, "verifier_user", "v3rifier").await.unwrap(),
+            current_user(addr, "verifier_user", "v3rifier")
+                .await
+                .unwrap(),
             "verifier_user"
         );
         // Reads on replicas log in there with the same key.
@@ -85,9 +94,7 @@ async fn a_scram_verifier_in_the_config_logs_clients_and_servers_in() {
 
 fn auth_query_config() -> Config {
     let mut config = proxy_config("");
-    config.auth_query = Some(
-        serde_json::from_str::<AuthQueryConfig>("{}").expect("defaults"),
-    );
+    config.auth_query = Some(serde_json::from_str::<AuthQueryConfig>("{}").expect("defaults"));
     config
 }
 
@@ -95,20 +102,33 @@ fn auth_query_config() -> Config {
 async fn auth_query_looks_users_up_and_honours_valid_until() {
     create_role("looked_up", "first");
     let addr = spawn_proxy(auth_query_config());
-    assert_eq!(current_user(addr, "looked_up", "first").await.unwrap(), "looked_up");
+    assert_eq!(
+        current_user(addr, "looked_up", "first").await.unwrap(),
+        "looked_up"
+    );
     let error = current_user(addr, "looked_up", "wrong").await.unwrap_err();
     assert_eq!(code(&error), Some(&SqlState::INVALID_PASSWORD), "{error}");
 
     // A password change in the database applies to the next login.
     primary_sql("ALTER ROLE looked_up PASSWORD 'second'");
     assert!(current_user(addr, "looked_up", "first").await.is_err());
-    assert_eq!(current_user(addr, "looked_up", "second").await.unwrap(), "looked_up");
+    assert_eq!(
+        current_user(addr, "looked_up", "second").await.unwrap(),
+        "looked_up"
+    );
 
     primary_sql("ALTER ROLE looked_up VALID UNTIL '2000-01-01'");
     let error = current_user(addr, "looked_up", "second").await.unwrap_err();
-    assert_eq!(code(&error), Some(&SqlState::INVALID_PASSWORD), "expired: {error}");
+    assert_eq!(
+        code(&error),
+        Some(&SqlState::INVALID_PASSWORD),
+        "expired: {error}"
+    );
     primary_sql("ALTER ROLE looked_up VALID UNTIL 'infinity'");
-    assert_eq!(current_user(addr, "looked_up", "second").await.unwrap(), "looked_up");
+    assert_eq!(
+        current_user(addr, "looked_up", "second").await.unwrap(),
+        "looked_up"
+    );
 
     let error = current_user(addr, "nobody_here", "x").await.unwrap_err();
     assert_eq!(
@@ -124,7 +144,11 @@ async fn auth_query_looks_users_up_and_honours_valid_until() {
 }
 
 /// Logs in from `source` (any 127.x address reaches the loopback proxy).
-async fn login_from(source: &str, addr: SocketAddr, password: &str) -> Result<(), tokio_postgres::Error> {
+async fn login_from(
+    source: &str,
+    addr: SocketAddr,
+    password: &str,
+) -> Result<(), tokio_postgres::Error> {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let stream = socket.connect(addr).await.unwrap();
@@ -150,8 +174,14 @@ async fn failed_logins_are_limited_per_source_address() {
         Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
         "{error}"
     );
-    let message = error.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
-    assert!(message.contains("too many failed login attempts"), "{message}");
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        message.contains("too many failed login attempts"),
+        "{message}"
+    );
     // ...while other addresses log in as usual.
     login_from("127.0.0.3", addr, "app").await.unwrap();
     login_from("127.0.0.1", addr, "app").await.unwrap();

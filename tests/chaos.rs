@@ -8,7 +8,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{app_url, proxy_config, spawn_proxy, with_cluster};
@@ -27,7 +26,7 @@ fn quick_config(extra: &str) -> pgsplit::config::Config {
 }
 
 /// The tests stop nodes of the one cluster: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Longer than any single statement may take here: past it is a hang.
 const HANG: Duration = Duration::from_secs(8);
@@ -151,7 +150,7 @@ fn is_connection_error(code: &Option<String>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_load_costs_no_hang_and_the_pool_recovers() {
-    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = SERIAL.lock().await;
     let addr = spawn_proxy(quick_config("routing: { load_balance: round_robin }\n"));
     pgbench_tables(addr);
     let bench = start_pgbench(addr, &["-S", "-c", "8", "-j", "2", "-T", "6"]);
@@ -169,11 +168,11 @@ async fn a_replica_killed_under_load_costs_no_hang_and_the_pool_recovers() {
     let report = probing.await.unwrap();
     let (transactions, _) = finish_pgbench(bench, Duration::from_secs(30));
     assert!(transactions > 0, "pgbench made no progress");
+    assert!(report.errors.iter().all(is_connection_error), "{report:?}");
     assert!(
-        report.errors.iter().all(is_connection_error),
-        "{report:?}"
+        report.ok_since_last_error >= 20,
+        "reads recovered: {report:?}"
     );
-    assert!(report.ok_since_last_error >= 20, "reads recovered: {report:?}");
     eprintln!(
         "replica killed {:?} before the probe ended: {report:?}, pgbench {transactions} transactions",
         killed_at.elapsed()
@@ -193,14 +192,17 @@ async fn a_replica_killed_under_load_costs_no_hang_and_the_pool_recovers() {
         if port == Some(killed_port.to_string()) {
             break;
         }
-        assert!(Instant::now() < deadline, "the restarted replica got no reads");
+        assert!(
+            Instant::now() < deadline,
+            "the restarted replica got no reads"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_restart_in_manual_mode_fails_writes_fast_then_heals() {
-    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = SERIAL.lock().await;
     let addr = spawn_proxy(quick_config("failover: { mode: manual }\n"));
     pgbench_tables(addr);
     let bench = start_pgbench(addr, &["-c", "4", "-j", "2", "-T", "6"]);
@@ -225,7 +227,10 @@ async fn a_primary_restart_in_manual_mode_fails_writes_fast_then_heals() {
         writes.slowest_failure < Duration::from_secs(3),
         "writes fail fast while the primary is down: {writes:?}"
     );
-    assert!(writes.ok_since_last_error >= 10, "writes work again: {writes:?}");
+    assert!(
+        writes.ok_since_last_error >= 10,
+        "writes work again: {writes:?}"
+    );
     // Reads had replicas all along.
     assert!(reads.ok > writes.ok, "reads: {reads:?} writes: {writes:?}");
     assert!(reads.ok_since_last_error >= 10, "{reads:?}");
@@ -233,7 +238,9 @@ async fn a_primary_restart_in_manual_mode_fails_writes_fast_then_heals() {
     let client = common::connect(addr).await;
     let recovery = common::first_value(
         &client
-            .simple_query("SELECT pg_is_in_recovery()::text FROM pgbench_branches LIMIT 1 FOR UPDATE")
+            .simple_query(
+                "SELECT pg_is_in_recovery()::text FROM pgbench_branches LIMIT 1 FOR UPDATE",
+            )
             .await
             .unwrap(),
     );
@@ -250,7 +257,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sighup_storm_under_load_loses_nothing() {
-    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pgsplit.yaml");
     let mut config = proxy_config("");

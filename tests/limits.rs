@@ -58,7 +58,11 @@ async fn idle_in_transaction_timeout_rolls_back_and_reclaims_the_server_connecti
         closing_code(connection).await,
         Some(SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT)
     );
-    assert_eq!(primary_sql("SELECT count(*) FROM idle_tx"), "0", "rolled back");
+    assert_eq!(
+        primary_sql("SELECT count(*) FROM idle_tx"),
+        "0",
+        "rolled back"
+    );
     // The connection went back to the pool instead of being closed.
     let stats: Vec<_> = proxy
         .shared
@@ -125,7 +129,11 @@ async fn per_user_connection_limit_gives_53300() {
     let error = try_connect(&app_url(proxy.addr))
         .await
         .expect_err("a third client is over the limit");
-    assert_eq!(error.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{error}");
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::TOO_MANY_CONNECTIONS),
+        "{error}"
+    );
     let message = error.as_db_error().map(|e| e.message().to_owned());
     assert_eq!(
         message.as_deref(),
@@ -219,6 +227,8 @@ async fn a_fixed_password_ends_the_login_retry_wait_at_once() {
     std::fs::write(&path, yaml("right")).unwrap();
     let (status, body) = common::admin_post(proxy.admin, "/api/reload", "");
     assert_eq!(status, 200, "{body}");
-    let client = try_connect(&url).await.expect("the new password is used at once");
+    let client = try_connect(&url)
+        .await
+        .expect("the new password is used at once");
     client.batch_execute("SELECT 1").await.unwrap();
 }

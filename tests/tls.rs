@@ -266,8 +266,16 @@ async fn a_reload_reads_rotated_certificates() {
     openssl(
         d,
         &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "next.key", "-out", "next.csr",
-            "-subj", "/CN=next.example",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "next.key",
+            "-out",
+            "next.csr",
+            "-subj",
+            "/CN=next.example",
         ],
     );
     let other_ca_key = certs.other_ca.with_extension("key");
@@ -276,9 +284,21 @@ async fn a_reload_reads_rotated_certificates() {
     openssl(
         d,
         &[
-            "x509", "-req", "-in", "next.csr", "-CA", certs.other_ca.to_str().unwrap(), "-CAkey",
-            other_ca_key.to_str().unwrap(), "-CAcreateserial", "-out", "next.crt", "-days", "1",
-            "-extfile", "ext.cnf",
+            "x509",
+            "-req",
+            "-in",
+            "next.csr",
+            "-CA",
+            certs.other_ca.to_str().unwrap(),
+            "-CAkey",
+            other_ca_key.to_str().unwrap(),
+            "-CAcreateserial",
+            "-out",
+            "next.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
         ],
     );
     let (live_cert, live_key) = (d.join("live.crt"), d.join("live.key"));
@@ -294,7 +314,10 @@ async fn a_reload_reads_rotated_certificates() {
     std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
     let proxy = common::spawn_proxy_from_file(&path);
     let trusting = |ca: &Path| format!("sslmode=verify-ca&sslrootcert={}", ca.display());
-    assert_eq!(psql_over_tls(proxy.addr, &trusting(&certs.ca)).as_deref(), Ok("ok"));
+    assert_eq!(
+        psql_over_tls(proxy.addr, &trusting(&certs.ca)).as_deref(),
+        Ok("ok")
+    );
     assert!(psql_over_tls(proxy.addr, &trusting(&certs.other_ca)).is_err());
 
     // Rotated in place, as cert-manager does; a reload picks it up.

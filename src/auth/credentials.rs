@@ -30,7 +30,10 @@ impl Credentials {
         let (scram, password) = if secret.starts_with(SCRAM_PREFIX) {
             (ScramVerifier::parse(secret)?, None)
         } else {
-            (ScramVerifier::from_password(secret), Some(secret.to_owned()))
+            (
+                ScramVerifier::from_password(secret),
+                Some(secret.to_owned()),
+            )
         };
         Ok(Credentials {
             scram,

@@ -87,12 +87,18 @@ mod tests {
             failures.record(a, window);
         }
         assert!(failures.is_blocked(a, 3, window));
-        assert!(!failures.is_blocked(b, 3, window), "other addresses unaffected");
+        assert!(
+            !failures.is_blocked(b, 3, window),
+            "other addresses unaffected"
+        );
         assert!(!failures.is_blocked(a, 0, window), "0 means no limit");
         std::thread::sleep(window);
         assert!(!failures.is_blocked(a, 3, window), "the window passed");
         failures.record(a, window);
-        assert!(!failures.is_blocked(a, 2, window), "a new window starts at 1");
+        assert!(
+            !failures.is_blocked(a, 2, window),
+            "a new window starts at 1"
+        );
     }
 
     #[test]

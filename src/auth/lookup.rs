@@ -62,12 +62,16 @@ impl AuthQuery {
             )
         };
         let mut slot = self.client.lock().await;
-        let node = self.query_node().ok_or_else(|| failed("no node is up".into()))?;
+        let node = self
+            .query_node()
+            .ok_or_else(|| failed("no node is up".into()))?;
         if slot
             .as_ref()
             .is_none_or(|(n, client)| *n != node || client.is_closed())
         {
-            let target = self.target(config, node).ok_or_else(|| failed("node unknown".into()))?;
+            let target = self
+                .target(config, node)
+                .ok_or_else(|| failed("node unknown".into()))?;
             let client = query_client::connect(&target, config.server_connect_timeout)
                 .await
                 .map_err(|e| failed(e.to_string()))?;

@@ -13,6 +13,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::pool::PoolSettings;
 use super::prepared::PreparedSet;
 use super::tls::{is_quiet, ServerStream, ServerTls};
 use crate::config::ServerTlsMode;
@@ -38,7 +39,9 @@ impl LoginTarget {
     fn password(&self) -> Result<&str, ConnectError> {
         match &self.secret {
             Some(ScramSecret::Password(password)) => Ok(password),
-            _ => Err(self.no_password("asks for a password, but pgsplit has only a SCRAM verifier")),
+            _ => {
+                Err(self.no_password("asks for a password, but pgsplit has only a SCRAM verifier"))
+            }
         }
     }
 
@@ -112,17 +115,22 @@ impl ServerConnection {
     /// password requests with the target's credentials.
     pub async fn connect(
         target: &LoginTarget,
-        timeout: Duration,
-        max_message_size: usize,
-        tls: Option<&ServerTls>,
+        settings: &PoolSettings,
     ) -> Result<ServerConnection, ConnectError> {
         let address = format!("{}:{}", target.host, target.port);
         let login = async {
-            let stream = open_stream(&target.host, target.port, &target.node_name, tls).await?;
+            let stream = open_stream(
+                &target.host,
+                target.port,
+                &target.node_name,
+                settings.tls.as_ref(),
+                settings.tcp_user_timeout,
+            )
+            .await?;
             let mut conn = ServerConnection {
                 stream,
                 read_buf: BytesMut::with_capacity(16 * 1024),
-                max_message_size,
+                max_message_size: settings.max_message_size,
                 process_id: 0,
                 secret_key: 0,
                 address: address.clone(),
@@ -135,7 +143,7 @@ impl ServerConnection {
             conn.login(target).await?;
             Ok(conn)
         };
-        match tokio::time::timeout(timeout, login).await {
+        match tokio::time::timeout(settings.connect_timeout, login).await {
             Ok(result) => result,
             Err(_) => Err(ConnectError::Timeout {
                 node: target.node_name.clone(),
@@ -180,13 +188,17 @@ impl ServerConnection {
                                 .get(..4)
                                 .and_then(|s| s.try_into().ok())
                                 .ok_or_else(|| protocol("short md5 salt".into()))?;
-                            let hash =
-                                md5_hash(target.user.as_bytes(), target.password()?.as_bytes(), salt);
+                            let hash = md5_hash(
+                                target.user.as_bytes(),
+                                target.password()?.as_bytes(),
+                                salt,
+                            );
                             frontend::password_message(hash.as_bytes(), &mut out).map_err(io)?
                         }
                         messages::AUTH_SASL => {
-                            let offers_scram =
-                                payload.split(|&b| b == 0).any(|m| m == MECHANISM.as_bytes());
+                            let offers_scram = payload
+                                .split(|&b| b == 0)
+                                .any(|m| m == MECHANISM.as_bytes());
                             if !offers_scram {
                                 return Err(protocol(
                                     "server offers no SASL mechanism pgsplit supports".into(),
@@ -211,8 +223,9 @@ impl ServerConnection {
                             let client = scram.as_mut().ok_or_else(|| {
                                 protocol("SASL continue without SASL start".into())
                             })?;
-                            let client_final =
-                                client.respond(payload).map_err(|e| protocol(e.to_string()))?;
+                            let client_final = client
+                                .respond(payload)
+                                .map_err(|e| protocol(e.to_string()))?;
                             frontend::sasl_response(client_final.as_bytes(), &mut out)
                                 .map_err(io)?;
                         }
@@ -220,7 +233,9 @@ impl ServerConnection {
                             let client = scram
                                 .take()
                                 .ok_or_else(|| protocol("SASL final without SASL start".into()))?;
-                            client.verify(payload).map_err(|e| protocol(e.to_string()))?;
+                            client
+                                .verify(payload)
+                                .map_err(|e| protocol(e.to_string()))?;
                             continue;
                         }
                         other => {
@@ -377,6 +392,7 @@ pub async fn open_stream(
     port: u16,
     node_name: &str,
     tls: Option<&ServerTls>,
+    tcp_user_timeout: Duration,
 ) -> Result<ServerStream, ConnectError> {
     let io_error = |source| ConnectError::Io {
         node: node_name.to_owned(),
@@ -385,10 +401,31 @@ pub async fn open_stream(
     };
     let stream = TcpStream::connect((host, port)).await.map_err(io_error)?;
     stream.set_nodelay(true).map_err(io_error)?;
+    if !tcp_user_timeout.is_zero() {
+        detect_dead_peer(&stream, tcp_user_timeout).map_err(io_error)?;
+    }
     match tls {
         Some(tls) => negotiate_tls(stream, tls, host, node_name).await,
         None => Ok(ServerStream::Plain(stream)),
     }
+}
+
+/// Makes the kernel give up on a server that stopped answering (host
+/// gone, network cut) after about `timeout`, even while pgsplit only waits
+/// for a result: keepalive probes start after a third of it, and
+/// `TCP_USER_TIMEOUT` ends the connection once data or probes have gone
+/// unacknowledged that long. The client then gets an error, not a hang.
+fn detect_dead_peer(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    let probe_every = (timeout / 6).max(Duration::from_secs(1));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time((timeout / 3).max(Duration::from_secs(1)))
+        .with_interval(probe_every)
+        .with_retries(3);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(timeout))?;
+    Ok(())
 }
 
 /// Asks the server for TLS (`SSLRequest`) and performs the handshake;

@@ -8,4 +8,6 @@ pub mod query_client;
 pub mod tls;
 
 pub use connection::{ConnectError, ServerConnection};
-pub use pool::{CheckoutError, CheckoutLimits, Pool, PoolKey, PoolSettings, PoolStats, PooledConnection, Pools};
+pub use pool::{
+    CheckoutError, CheckoutLimits, Pool, PoolKey, PoolSettings, PoolStats, PooledConnection, Pools,
+};

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connection::{ConnectError, LoginTarget, ServerConnection};
-use crate::protocol::scram::ScramSecret;
 use super::tls::ServerTls;
+use crate::protocol::scram::ScramSecret;
 use crate::sync::lock;
 
 /// Identifies a pool.
@@ -33,6 +33,9 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub max_message_size: usize,
+    /// A server silent this long while owing data is given up on
+    /// (`server_tcp_user_timeout`); zero: the kernel's defaults.
+    pub tcp_user_timeout: Duration,
     /// TLS towards the nodes, if configured.
     pub tls: Option<ServerTls>,
 }
@@ -150,13 +153,7 @@ impl Pool {
             }
         }
         let target = lock(&self.target).clone();
-        let result = ServerConnection::connect(
-            &target,
-            self.settings.connect_timeout,
-            self.settings.max_message_size,
-            self.settings.tls.as_ref(),
-        )
-        .await;
+        let result = ServerConnection::connect(&target, &self.settings).await;
         *lock(&self.last_failure) = result.as_ref().err().map(|e| (Instant::now(), e.clone()));
         result
     }

@@ -62,6 +62,8 @@ pub async fn connect(
             target.port,
             &target.node_name,
             target.tls.as_ref(),
+            // Every query of pgsplit's own runs under its own timeout.
+            Duration::ZERO,
         )
         .await?;
         let mut config = tokio_postgres::Config::new();

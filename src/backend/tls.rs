@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -18,7 +19,6 @@ use rustls::{
 use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use arc_swap::ArcSwap;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{ServerTlsConfig, ServerTlsMode};

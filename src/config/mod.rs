@@ -88,6 +88,12 @@ pub struct Config {
     /// client hammering a server that is down; `0` retries immediately.
     #[serde(default = "defaults::server_login_retry", with = "duration")]
     pub server_login_retry: Duration,
+    /// A node that stops answering (host down, network cut) is given up
+    /// on after about this long, even mid-query: keepalive probes and
+    /// `TCP_USER_TIMEOUT` on server connections; `0` leaves the kernel's
+    /// defaults (a cut can then hang a query for many minutes).
+    #[serde(default = "defaults::server_tcp_user_timeout", with = "duration")]
+    pub server_tcp_user_timeout: Duration,
     /// Failed logins from one address within `auth_failure_window` after
     /// which its logins are refused until the window passes; `0` no limit.
     #[serde(
@@ -515,6 +521,9 @@ mod defaults {
     }
     pub(super) fn server_login_retry() -> Duration {
         Duration::from_secs(1)
+    }
+    pub(super) fn server_tcp_user_timeout() -> Duration {
+        Duration::from_secs(30)
     }
     pub(super) fn auth_failure_limit() -> usize {
         10

@@ -337,9 +337,8 @@ fn check_users(config: &Config) -> Result<(), ConfigError> {
             ));
         }
         if user.password.starts_with(SCRAM_PREFIX) {
-            ScramVerifier::parse(&user.password).map_err(|problem| {
-                ConfigError::invalid(format!("users[{i}].password"), problem)
-            })?;
+            ScramVerifier::parse(&user.password)
+                .map_err(|problem| ConfigError::invalid(format!("users[{i}].password"), problem))?;
         }
         if user.max_connections == Some(0) {
             return Err(ConfigError::invalid(

@@ -11,10 +11,10 @@ use tokio::net::TcpStream;
 
 use super::stream::ClientStream;
 use crate::admin::console::ADMIN_DATABASE;
+use crate::auth::{Credentials, LookedUp};
 use crate::config::{AuthMethod, ClientTlsMode};
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, read_cstr, read_i32};
-use crate::auth::{Credentials, LookedUp};
 use crate::protocol::scram::{Binding, ScramError, ScramServer, MECHANISM, MECHANISM_PLUS};
 use crate::protocol::startup::{self, StartupPacket, StartupRequest};
 use crate::protocol::{PgError, SqlState};
@@ -25,7 +25,6 @@ const MAX_AUTH_MESSAGE: usize = 8192;
 
 /// What an address that used up `auth_failure_limit` is told.
 const BLOCKED: &str = "too many failed login attempts from this address; try again later";
-
 
 /// A client that has authenticated and is ready for its session.
 pub struct Authenticated {

@@ -125,7 +125,12 @@ mod tests {
             Some(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03][..])
         );
         assert_eq!(endpoint_hash(&cert).map(|h| h.len()), Some(48));
-        for garbage in [&[][..], &[0x30], &[0x30, 0x85, 1, 2, 3, 4, 5], &[0x30, 0x05, 0x30]] {
+        for garbage in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x85, 1, 2, 3, 4, 5],
+            &[0x30, 0x05, 0x30],
+        ] {
             assert_eq!(signature_algorithm(garbage), None);
         }
     }

@@ -70,7 +70,9 @@ impl ScramVerifier {
             .ok()
             .filter(|&i| i > 0)
             .ok_or("has an invalid iteration count")?;
-        let salt = BASE64.decode(salt).map_err(|_| "has a salt that is not base64")?;
+        let salt = BASE64
+            .decode(salt)
+            .map_err(|_| "has a salt that is not base64")?;
         let key = |encoded: &str| -> Result<[u8; 32], &'static str> {
             BASE64
                 .decode(encoded)
