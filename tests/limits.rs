@@ -1,7 +1,9 @@
 //! Limits and timeouts, each with the SQLSTATE PostgreSQL uses:
 //! `idle_client_timeout` (57P05), `idle_in_transaction_timeout` (25P03,
 //! the server connection rolled back and reclaimed), per-user
-//! `max_connections` (53300) and `server_login_retry`.
+//! `max_connections` (53300), `query_wait_timeout` (53300),
+//! `server_connect_timeout` and `server_login_retry` (08006), and
+//! `client_login_timeout` against a client that dribbles its bytes.
 
 mod common;
 
@@ -231,4 +233,97 @@ async fn a_fixed_password_ends_the_login_retry_wait_at_once() {
         .await
         .expect("the new password is used at once");
     client.batch_execute("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connect_timeout_bounds_a_server_that_never_answers() {
+    // Accepts connections (the kernel completes the handshake) and never
+    // says a word, like a hung server.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nauth_method: trust\nserver_connect_timeout: 500ms\n\
+         nodes: [{{ name: hung, host: 127.0.0.1, port: {port}, role: primary }}]\n\
+         users: [{{ name: app, password: app }}]\n"
+    );
+    let config = pgsplit::config::Config::from_yaml(&yaml, &|_| None).unwrap();
+    let proxy = spawn_watched_proxy(config);
+    let started = Instant::now();
+    let error = try_connect(&app_url(proxy.addr))
+        .await
+        .expect_err("the server never answers");
+    let elapsed = started.elapsed();
+    assert_eq!(error.code(), Some(&SqlState::CONNECTION_FAILURE), "{error}");
+    let message = error.as_db_error().map(|e| e.message().to_owned());
+    assert!(
+        message.as_deref().unwrap_or_default().contains("timed out"),
+        "{message:?}"
+    );
+    assert!(
+        (Duration::from_millis(450)..Duration::from_secs(3)).contains(&elapsed),
+        "{elapsed:?}"
+    );
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_timeout_bounds_the_wait_for_a_pooled_connection() {
+    let proxy = spawn_watched_proxy(proxy_config(
+        "pool: { size: 1 }\nquery_wait_timeout: 300ms\nrouting: { route: primary }\n",
+    ));
+    // Logging in takes a server connection briefly too: both first.
+    let holder = common::connect(proxy.addr).await;
+    let waiter = common::connect(proxy.addr).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder.batch_execute("SELECT 1").await.unwrap();
+    let started = Instant::now();
+    let error = waiter
+        .batch_execute("SELECT 1")
+        .await
+        .expect_err("the only connection is taken");
+    assert_eq!(
+        error.code(),
+        Some(&SqlState::TOO_MANY_CONNECTIONS),
+        "{error}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // The session goes on; once the connection is free the query runs.
+    holder.batch_execute("COMMIT").await.unwrap();
+    waiter.batch_execute("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dribbling_its_startup_packet_is_dropped_at_client_login_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = spawn_watched_proxy(proxy_config("client_login_timeout: 1s\n"));
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    // A startup packet announced as 10 kB, sent one byte every 50 ms: it
+    // would take 8 minutes to arrive.
+    let mut packet = 10_000i32.to_be_bytes().to_vec();
+    packet.extend_from_slice(&196608i32.to_be_bytes());
+    packet.resize(10_000, b'x');
+    let started = Instant::now();
+    let mut closed_after = None;
+    for byte in packet {
+        if stream.write_all(&[byte]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still connected after 5 s"
+        );
+    }
+    let closed_after = closed_after.expect("the connection was closed");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(3)).contains(&closed_after),
+        "{closed_after:?}"
+    );
 }
