@@ -21,7 +21,7 @@ repo=$PWD
 url="postgresql://app@127.0.0.1:$port/app?sslmode=disable"
 "$PGBENCH" -i -s 5 -q "$url" >/dev/null 2>&1
 
-pg_ctl=$(dirname "$PGBENCH")/pg_ctl
+pg_ctl=$(ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 datadir_of() { awk -v n="$1" '$1 == n { gsub(/[()]/, "", $5); print $5 }' "$demo_log"; }
 rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$demo/status"; }
@@ -30,16 +30,18 @@ rss_start=$(rss_kib)
 printf '%-6s %10s %10s %8s %10s %s\n' minute tps p99_ms failed rss_MiB event
 for minute in $(seq 1 "$minutes"); do
   event=""
+  restarter=""
   if ((minute % restart_every == 0)); then
     replica=pg$((2 + (minute / restart_every) % 2))
     # Restarted 20 s into the minute, under load.
-    (sleep 20 && as_postgres "$pg_ctl" -D "$(datadir_of "$replica")" -m fast -w restart >/dev/null 2>&1) &
+    (sleep "${RESTART_AFTER:-20}" && as_postgres "$pg_ctl" -D "$(datadir_of "$replica")" -m fast -w restart >/dev/null 2>&1) &
+    restarter=$!
     event="restart $replica"
   fi
   rm -f "$work"/pgbench_log.*
-  out=$(cd "$work" && "$PGBENCH" -n -c "$clients" -j 2 -T 60 -b select-only@9 -b tpcb-like@1 \
+  out=$(cd "$work" && "$PGBENCH" -n -c "$clients" -j 2 -T "${ROUND_SECONDS:-60}" -b select-only@9 -b tpcb-like@1 \
     --log --sampling-rate 0.2 "$url" 2>&1 || true)
-  wait
+  [ -n "$restarter" ] && wait "$restarter"
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
   failed=$(grep -c "client .* aborted" <<<"$out" || true)
   p99=$(cat "$work"/pgbench_log.* 2>/dev/null | python3 -c '

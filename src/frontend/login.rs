@@ -63,21 +63,24 @@ pub async fn login(shared: &Shared, socket: TcpStream) -> LoginOutcome {
             }
             // The message names the user and the reason, never a secret.
             tracing::warn!(peer = ?peer, %error, "client login failed");
-            let _ = stream.write_all(&error.to_message()).await;
-            let _ = stream.shutdown().await;
-            LoginOutcome::Closed
+            refuse(stream, error).await
         }
         Err(LoginError::Client(error)) => {
             tracing::info!(peer = ?peer, %error, "client login refused");
-            let _ = stream.write_all(&error.to_message()).await;
-            let _ = stream.shutdown().await;
-            LoginOutcome::Closed
+            refuse(stream, error).await
         }
         Err(LoginError::Io(error)) => {
             tracing::debug!(%error, "client went away during login");
             LoginOutcome::Closed
         }
     }
+}
+
+/// Sends the client its error and closes the connection.
+async fn refuse(mut stream: ClientStream, error: PgError) -> LoginOutcome {
+    let _ = stream.write_all(&error.to_message()).await;
+    let _ = stream.shutdown().await;
+    LoginOutcome::Closed
 }
 
 enum LoginError {
