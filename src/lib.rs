@@ -19,3 +19,4 @@ pub mod reload;
 pub mod router;
 pub mod sql;
 pub mod sync;
+pub mod workers;

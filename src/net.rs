@@ -5,7 +5,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A plain or TLS stream over TCP; `T` is the TLS stream type of the side.
@@ -27,6 +28,53 @@ impl<T> MaybeTls<T> {
     /// Whether TLS was negotiated.
     pub fn is_tls(&self) -> bool {
         matches!(self, MaybeTls::Tls(_))
+    }
+}
+
+impl<T: AsyncRead + Unpin> MaybeTls<T> {
+    /// Reads what has arrived into `buf`, growing it by `chunk` when less
+    /// than a quarter of that is free; `Ok(0)` is end of stream.
+    /// Cancel-safe, so it can sit in a `select!`.
+    ///
+    /// On a plain socket, a read that returns fewer bytes than there was
+    /// room for has drained the socket, and the runtime is told so at
+    /// once. Otherwise the next read would be a `recv` returning only
+    /// `WouldBlock`: one wasted system call per message each way, a fifth
+    /// of a forwarded transaction's syscalls. (Data arriving in between
+    /// is not missed: the runtime keeps readiness that a newer event set.)
+    pub async fn read_available(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        if buf.capacity() - buf.len() < chunk / 4 {
+            buf.reserve(chunk);
+        }
+        let socket = match self {
+            MaybeTls::Plain(socket) => socket,
+            other => return other.read_buf(buf).await,
+        };
+        loop {
+            socket.readable().await?;
+            let mut received = 0;
+            let attempt = socket.try_io(Interest::READABLE, || {
+                let spare = buf.spare_capacity_mut();
+                let room = spare.len();
+                received = socket2::SockRef::from(&*socket).recv(spare)?;
+                if received > 0 && received < room {
+                    // Drained: have the readiness cleared, as WouldBlock does.
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(received)
+            });
+            if received > 0 {
+                // SAFETY: `recv` initialised the first `received` bytes of
+                // the spare capacity.
+                unsafe { buf.set_len(buf.len() + received) };
+                return Ok(received);
+            }
+            match attempt {
+                Ok(n) => return Ok(n),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Err(error),
+            }
+        }
     }
 }
 

@@ -35,6 +35,7 @@ use crate::protocol::PgError;
 use crate::router::classify::ClassificationCache;
 use crate::router::functions::FunctionCatalog;
 use crate::router::Router;
+use crate::workers::Workers;
 
 /// How often idle server connections are checked against their timeouts.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
@@ -239,6 +240,8 @@ impl Drop for ClientGuard {
 /// A bound, not yet running proxy.
 pub struct Proxy {
     listener: TcpListener,
+    /// Where client sessions run.
+    workers: Workers,
     shared: Arc<Shared>,
     monitor: Option<Monitor>,
     admin: Option<AdminServer>,
@@ -308,8 +311,11 @@ impl Proxy {
         let shared = Arc::new(shared);
         let monitor = Monitor::new(shared.clone(), server_tls, monitor_requests);
         let admin = AdminServer::bind(shared.clone()).await?;
+        let workers = Workers::start(shared.config().workers)
+            .context("workers: cannot start the worker threads")?;
         Ok(Proxy {
             listener,
+            workers,
             shared,
             monitor,
             admin: Some(admin),
@@ -357,8 +363,21 @@ impl Proxy {
                             database = tracing::field::Empty,
                             application_name = tracing::field::Empty,
                         );
-                        let serve = serve_client(guard, socket, peer, sessions_stop.clone());
-                        tokio::spawn(serve.instrument(span));
+                        let stop = sessions_stop.clone();
+                        // Moved to the worker's I/O driver, on the worker's side.
+                        match socket.into_std() {
+                            Ok(socket) => self.workers.spawn(move || {
+                                let socket = TcpStream::from_std(socket);
+                                async move {
+                                    match socket {
+                                        Ok(socket) => serve_client(guard, socket, peer, stop).await,
+                                        Err(error) => tracing::warn!(%error, "cannot hand over a client"),
+                                    }
+                                }
+                                .instrument(span)
+                            }),
+                            Err(error) => tracing::warn!(%error, %peer, "cannot hand over a client"),
+                        }
                     }
                     Err(error) => {
                         // Out of file descriptors and the like: back off, keep serving.

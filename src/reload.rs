@@ -82,6 +82,7 @@ fn unchanged_at_run_time(old: &Config, new: &Config) -> Result<(), String> {
     let fixed = [
         ("listen", old.listen != new.listen),
         ("admin_listen", old.admin_listen != new.admin_listen),
+        ("workers", old.workers != new.workers),
         (
             "server_tls.mode",
             old.server_tls.mode != new.server_tls.mode,

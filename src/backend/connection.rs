@@ -89,6 +89,10 @@ impl ConnectError {
     }
 }
 
+/// How much a server read asks for at least: a result set arrives in
+/// large pieces.
+const SERVER_READ_CHUNK: usize = 16 * 1024;
+
 /// A logged-in connection plus what pgsplit knows of its state.
 pub struct ServerConnection {
     stream: ServerStream,
@@ -288,10 +292,11 @@ impl ServerConnection {
     /// Reads more bytes from the server. Cancel-safe, so it can sit in a
     /// `select!` beside the client socket. End of stream is an error.
     pub async fn fill(&mut self) -> io::Result<()> {
-        if self.read_buf.capacity() - self.read_buf.len() < 4096 {
-            self.read_buf.reserve(16 * 1024);
-        }
-        match self.stream.read_buf(&mut self.read_buf).await? {
+        match self
+            .stream
+            .read_available(&mut self.read_buf, SERVER_READ_CHUNK)
+            .await?
+        {
             0 => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "server closed the connection unexpectedly",

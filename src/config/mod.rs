@@ -49,6 +49,13 @@ pub struct Config {
     /// Address (`host:port`) of the admin/metrics endpoint.
     #[serde(default = "defaults::admin_listen")]
     pub admin_listen: String,
+    /// Threads that run client sessions, each with its own single-threaded
+    /// runtime (see `workers.rs` for why); default half the cores.
+    #[serde(
+        default = "defaults::workers",
+        deserialize_with = "number::deserialize"
+    )]
+    pub workers: usize,
     /// Upper bound on concurrently connected clients.
     #[serde(
         default = "defaults::max_client_connections",
@@ -518,6 +525,12 @@ mod defaults {
     }
     pub(super) fn query_wait_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    /// Half the cores: the proxy shares machines with PostgreSQL and its
+    /// clients, and one worker already forwards tens of thousands of
+    /// transactions per second.
+    pub(super) fn workers() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
     }
     pub(super) fn server_login_retry() -> Duration {
         Duration::from_secs(1)

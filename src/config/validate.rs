@@ -10,6 +10,7 @@ use crate::protocol::scram::{ScramVerifier, SCRAM_PREFIX};
 const MIN_MESSAGE_SIZE: usize = 1024;
 const MAX_MESSAGE_SIZE: usize = 1 << 30;
 const MAX_POOL_SIZE: u32 = 10_000;
+const MAX_WORKERS: usize = 1024;
 
 /// Checks a deserialized configuration; returns the first problem found.
 pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
@@ -19,6 +20,15 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "admin_listen",
             format!("must differ from listen (both are {:?})", config.listen),
+        ));
+    }
+    if !(1..=MAX_WORKERS).contains(&config.workers) {
+        return Err(ConfigError::invalid(
+            "workers",
+            format!(
+                "must be between 1 and {MAX_WORKERS}, got {}",
+                config.workers
+            ),
         ));
     }
     if config.max_client_connections == 0 {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use super::cancel::{self, CancelKey, CancelTarget};
@@ -69,6 +69,10 @@ impl SyncError {
         }
     }
 }
+
+/// How much a client read asks for at least: requests are small, and an
+/// idle client keeps what its buffer grew to.
+const CLIENT_READ_CHUNK: usize = 4096;
 
 /// Message types a client may send after login.
 const FRONTEND_TAGS: &[u8] = b"QPBDECSHdcfFX";
@@ -492,7 +496,7 @@ impl Session {
                     .reset(self.idle_deadline(limits, last_activity).into());
             }
             tokio::select! {
-                read = self.client.read_buf(&mut self.client_in) => match read {
+                read = self.client.read_available(&mut self.client_in, CLIENT_READ_CHUNK) => match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {
                         if idle_limits {
