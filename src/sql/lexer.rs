@@ -39,6 +39,12 @@ fn is_ident_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
 }
 
+/// PostgreSQL's whitespace (`space` in its scanner, `\v` included since
+/// version 16); `is_ascii_whitespace` lacks the vertical tab.
+pub fn is_sql_whitespace(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
+}
+
 fn is_ident_char(c: u8) -> bool {
     is_ident_start(c) || c.is_ascii_digit() || c == b'$'
 }
@@ -57,7 +63,7 @@ impl<'a> Tokens<'a> {
         let bytes = self.bytes();
         loop {
             match (self.peek_at(0), self.peek_at(1)) {
-                (Some(c), _) if c.is_ascii_whitespace() => self.pos += 1,
+                (Some(c), _) if is_sql_whitespace(c) => self.pos += 1,
                 (Some(b'-'), Some(b'-')) => {
                     while self.pos < bytes.len() && bytes[self.pos] != b'\n' {
                         self.pos += 1;
@@ -215,15 +221,36 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     statements
 }
 
+/// Keeps a statement that has a token, without the whitespace around it
+/// (SQL's whitespace only: `str::trim` would also strip Unicode spaces that
+/// are part of a token).
 fn push_trimmed<'a>(statements: &mut Vec<&'a str>, statement: &'a str) {
     if tokens(statement).next().is_some() {
-        statements.push(statement.trim());
+        statements
+            .push(statement.trim_matches(|c: char| c.is_ascii() && is_sql_whitespace(c as u8)));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vertical_tab_is_whitespace_and_unicode_spaces_are_not() {
+        // Found by the classify fuzz target.
+        assert_eq!(split_statements("SELECT 1;\x0b-- \0"), vec!["SELECT 1"]);
+        assert_eq!(
+            split_statements("SET\x0bsearch_path = x"),
+            vec!["SET\x0bsearch_path = x"]
+        );
+        let first: Vec<_> = tokens("SET\x0bsearch_path").map(|(_, t)| t).collect();
+        assert_eq!(first.len(), 2);
+        // U+00A0 is not SQL whitespace: it stays part of the statement.
+        assert_eq!(
+            split_statements("SELECT 1;\u{a0}"),
+            vec!["SELECT 1", "\u{a0}"]
+        );
+    }
 
     #[test]
     fn splits_on_top_level_semicolons_only() {
