@@ -233,3 +233,35 @@ async fn writes_in_explicit_transactions_are_read_back_too() {
     let lsn = value(&client, "SHOW pgsplit.last_lsn").await.unwrap();
     assert_ne!(lsn, "0/0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_routed_to_the_primary_skips_commit_positions_and_stays_safe() {
+    let addr = proxy_with(Consistency::ReadYourWrites, |_| {});
+    let client = connect(addr).await;
+    client
+        .batch_execute("SET pgsplit.route = primary")
+        .await
+        .unwrap();
+    assert!(write_then_read(&client, 50000).await);
+    // Reads cannot go to a replica, so no commit position was asked for.
+    assert_eq!(
+        value(&client, "SHOW pgsplit.last_lsn").await.as_deref(),
+        Some("0/0")
+    );
+    // Switching to auto right after an untracked write: the write's reads
+    // stay on the primary (sticky_after_write), so it is still seen
+    // although the replicas apply 300 ms late.
+    client
+        .execute("INSERT INTO ryw VALUES (50001, 'x')", &[])
+        .await
+        .unwrap();
+    client
+        .batch_execute("SET pgsplit.route = auto")
+        .await
+        .unwrap();
+    let rows = client
+        .query("SELECT note FROM ryw WHERE id = 50001", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the untracked write was read back");
+}

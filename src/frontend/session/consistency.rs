@@ -26,7 +26,7 @@ impl Session {
     /// else the client sent is queued behind it on this connection.
     pub(super) fn wants_commit_position(&self) -> bool {
         self.transaction_wrote
-            && self.consistency == Consistency::ReadYourWrites
+            && self.tracks_commit_positions()
             && self.expected.is_empty()
             && self.server.is_some()
     }
@@ -47,11 +47,20 @@ impl Session {
         }
     }
 
+    /// Whether this session's writes need their commit positions: under
+    /// `read_your_writes` with reads that may go to replicas. A session
+    /// routed to the primary (or told to read replicas regardless) skips
+    /// the extra query; its writes fall back to `sticky_after_write`,
+    /// which covers a later switch to `auto`.
+    pub(super) fn tracks_commit_positions(&self) -> bool {
+        self.consistency == Consistency::ReadYourWrites && self.route.route == Route::Auto
+    }
+
     /// Whether a unit about to start may have its commit position asked for
     /// right behind it: it writes outside a transaction and cannot start a
     /// COPY (after which the server takes only copy data).
     pub(super) fn can_pipeline_commit_position(&self, unit: &UnitTraits) -> bool {
-        self.consistency == Consistency::ReadYourWrites
+        self.tracks_commit_positions()
             && unit.wrote()
             && !unit.begins_read_write
             && !unit.may_copy

@@ -175,7 +175,7 @@ impl Session {
         self.last_class_writes = traits.wrote();
         self.transaction_wrote |= traits.wrote();
         let commits = class.transaction == TransactionControl::End;
-        if commits && self.transaction_wrote && self.consistency == Consistency::ReadYourWrites {
+        if commits && self.transaction_wrote && self.tracks_commit_positions() {
             // The transaction ends here: ask for its commit position right
             // behind this statement, in the same write.
             self.commit_position_due = true;

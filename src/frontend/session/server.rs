@@ -181,7 +181,9 @@ impl Session {
             // More of the client's requests (or the commit-position query)
             // follow on this connection; the last `ReadyForQuery` settles the write.
         } else if std::mem::take(&mut self.transaction_wrote)
-            && self.consistency == Consistency::Sticky
+            && (self.consistency == Consistency::Sticky
+                || (self.consistency == Consistency::ReadYourWrites
+                    && !self.tracks_commit_positions()))
         {
             self.last_write = Some(Instant::now());
         }
