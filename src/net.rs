@@ -33,7 +33,8 @@ impl<T> MaybeTls<T> {
 
 impl<T: AsyncRead + Unpin> MaybeTls<T> {
     /// Reads what has arrived into `buf`, growing it by `chunk` when less
-    /// than a quarter of that is free; `Ok(0)` is end of stream.
+    /// than a quarter of that is free (on a plain socket only once data is
+    /// there); `Ok(0)` is end of stream.
     /// Cancel-safe, so it can sit in a `select!`.
     ///
     /// On a plain socket, a read that returns fewer bytes than there was
@@ -43,15 +44,22 @@ impl<T: AsyncRead + Unpin> MaybeTls<T> {
     /// of a forwarded transaction's syscalls. (Data arriving in between
     /// is not missed: the runtime keeps readiness that a newer event set.)
     pub async fn read_available(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-        if buf.capacity() - buf.len() < chunk / 4 {
-            buf.reserve(chunk);
-        }
+        let make_room = |buf: &mut BytesMut| {
+            if buf.capacity() - buf.len() < chunk / 4 {
+                buf.reserve(chunk);
+            }
+        };
         let socket = match self {
             MaybeTls::Plain(socket) => socket,
-            other => return other.read_buf(buf).await,
+            other => {
+                make_room(buf);
+                return other.read_buf(buf).await;
+            }
         };
         loop {
             socket.readable().await?;
+            // Only now: an idle client's buffer does not grow while it waits.
+            make_room(buf);
             let mut received = 0;
             let attempt = socket.try_io(Interest::READABLE, || {
                 let spare = buf.spare_capacity_mut();
