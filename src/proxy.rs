@@ -153,8 +153,9 @@ impl Shared {
         self.auth_query.lookup(&config, user).await
     }
 
-    /// A client proved `user`'s password against a verifier-only entry:
-    /// its `ClientKey` now logs the user's pools in to the nodes.
+    /// A client proved `user`'s password with SCRAM: for a verifier-only
+    /// entry its `ClientKey` now logs the user's pools in to the nodes
+    /// (for a password entry nothing changes).
     pub fn learn_client_key(&self, user: &str, credentials: &Credentials, client_key: [u8; 32]) {
         if credentials.learn(client_key) {
             self.pools.set_secret(user, credentials.server_secret());

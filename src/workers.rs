@@ -66,9 +66,4 @@ impl Workers {
         let _context = handle.enter();
         handle.spawn(make());
     }
-
-    /// How many workers run.
-    pub fn count(&self) -> usize {
-        self.handles.len()
-    }
 }

@@ -161,6 +161,18 @@ async fn per_user_connection_limit_gives_53300() {
     second.batch_execute("SELECT 1").await.unwrap();
 }
 
+/// A pgsplit (trust auth, user app) whose only node is a stand-in for a
+/// broken server on `port`, with `extra` YAML.
+fn one_node_proxy(port: u16, extra: &str) -> common::RunningProxy {
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nauth_method: trust\n{extra}\
+         nodes: [{{ name: broken, host: 127.0.0.1, port: {port}, role: primary }}]\n\
+         users: [{{ name: app, password: app }}]\n"
+    );
+    let config = pgsplit::config::Config::from_yaml(&yaml, &|_| None).unwrap();
+    spawn_watched_proxy(config)
+}
+
 /// A node that accepts TCP connections and closes them at once, counting
 /// them: how often pgsplit tried.
 async fn closing_node() -> (u16, Arc<AtomicUsize>) {
@@ -179,13 +191,7 @@ async fn closing_node() -> (u16, Arc<AtomicUsize>) {
 
 async fn attempts_for_five_logins(login_retry: &str) -> usize {
     let (port, accepted) = closing_node().await;
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nauth_method: trust\nserver_login_retry: {login_retry}\n\
-         nodes: [{{ name: broken, host: 127.0.0.1, port: {port}, role: primary }}]\n\
-         users: [{{ name: app, password: app }}]\n"
-    );
-    let config = pgsplit::config::Config::from_yaml(&yaml, &|_| None).unwrap();
-    let proxy = spawn_watched_proxy(config);
+    let proxy = one_node_proxy(port, &format!("server_login_retry: {login_retry}\n"));
     for _ in 0..5 {
         let error = try_connect(&app_url(proxy.addr))
             .await
@@ -241,13 +247,7 @@ async fn server_connect_timeout_bounds_a_server_that_never_answers() {
     // says a word, like a hung server.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nauth_method: trust\nserver_connect_timeout: 500ms\n\
-         nodes: [{{ name: hung, host: 127.0.0.1, port: {port}, role: primary }}]\n\
-         users: [{{ name: app, password: app }}]\n"
-    );
-    let config = pgsplit::config::Config::from_yaml(&yaml, &|_| None).unwrap();
-    let proxy = spawn_watched_proxy(config);
+    let proxy = one_node_proxy(port, "server_connect_timeout: 500ms\n");
     let started = Instant::now();
     let error = try_connect(&app_url(proxy.addr))
         .await

@@ -33,6 +33,51 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Makes `<name>.key` and `<name>.crt` in `dir`: a certificate for the DNS
+/// name `host`, signed by `ca` (X.509 v3, as rustls requires).
+fn issue_certificate(dir: &Path, name: &str, host: &str, ca: &Path, ca_key: &Path) {
+    let (key, csr, crt) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+    );
+    let subject = format!("/CN={host}");
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+            &subject,
+        ],
+    );
+    let extensions = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&extensions),
+        format!("subjectAltName=DNS:{host}\n"),
+    )
+    .unwrap();
+    let (ca, ca_key) = (ca.to_str().unwrap(), ca_key.to_str().unwrap());
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "1",
+            "-extfile",
+            &extensions,
+        ],
+    );
+}
+
 /// A CA, a server certificate it signed for the name `wrong.example` only
 /// (so host-name verification of 127.0.0.1 must fail), and an unrelated CA.
 /// The primary is switched to TLS with that certificate.
@@ -61,41 +106,12 @@ fn certs() -> &'static Certs {
                 ],
             );
         }
-        openssl(
+        issue_certificate(
             d,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=wrong.example",
-            ],
-        );
-        std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:wrong.example\n").unwrap();
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.crt",
-                "-days",
-                "1",
-                "-extfile",
-                "ext.cnf",
-            ],
+            "server",
+            "wrong.example",
+            &d.join("ca.crt"),
+            &d.join("ca.key"),
         );
         // PostgreSQL must own its key (mode 0600); so must the dir be reachable.
         let owner = with_cluster(|c| std::fs::metadata(&c.primary().data_dir).unwrap());
@@ -263,44 +279,8 @@ async fn a_reload_reads_rotated_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // A second certificate, from the other CA.
-    openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "next.key",
-            "-out",
-            "next.csr",
-            "-subj",
-            "/CN=next.example",
-        ],
-    );
     let other_ca_key = certs.other_ca.with_extension("key");
-    // An extension makes it X.509 v3, which rustls requires.
-    std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:next.example\n").unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "next.csr",
-            "-CA",
-            certs.other_ca.to_str().unwrap(),
-            "-CAkey",
-            other_ca_key.to_str().unwrap(),
-            "-CAcreateserial",
-            "-out",
-            "next.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
+    issue_certificate(d, "next", "next.example", &certs.other_ca, &other_ca_key);
     let (live_cert, live_key) = (d.join("live.crt"), d.join("live.key"));
     std::fs::copy(&certs.cert, &live_cert).unwrap();
     std::fs::copy(&certs.key, &live_key).unwrap();

@@ -169,6 +169,10 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// ClientProof = ClientKey XOR HMAC(H(ClientKey), AuthMessage).
+///
+/// The client side is written out here from RFC 5802 on purpose, not taken
+/// from `pgsplit::protocol::scram`: an oracle that shared pgsplit's HMAC and
+/// `Hi` could not catch a mistake in them.
 fn client_proof(salted: &[u8; 32], auth_message: &str) -> [u8; 32] {
     let client_key = hmac(salted, b"Client Key");
     let stored_key: [u8; 32] = Sha256::digest(client_key).into();

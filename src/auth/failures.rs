@@ -66,8 +66,9 @@ impl LoginFailures {
         entry.failures += 1;
     }
 
-    /// Addresses with failures on record, for the admin side and tests.
-    pub fn tracked(&self) -> usize {
+    /// Addresses with failures on record.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         lock(&self.windows).len()
     }
 }

@@ -194,7 +194,7 @@ fn check_admission(
             return Err(PgError::fatal(SqlState::INVALID_AUTHORIZATION, BLOCKED));
         }
     }
-    if shared.config().tls.mode == ClientTlsMode::Require && !stream.is_tls() {
+    if config.tls.mode == ClientTlsMode::Require && !stream.is_tls() {
         return Err(PgError::fatal(
             SqlState::INVALID_AUTHORIZATION,
             format!(
@@ -203,7 +203,7 @@ fn check_admission(
             ),
         ));
     }
-    if shared.client_count() > shared.config().max_client_connections {
+    if shared.client_count() > config.max_client_connections {
         return Err(PgError::fatal(
             SqlState::TOO_MANY_CONNECTIONS,
             "sorry, too many clients already",
@@ -221,12 +221,11 @@ async fn authenticate(
 ) -> Result<(), LoginError> {
     let user = request.user.as_str();
     let no_role = || {
-        PgError::fatal(
+        LoginError::Credentials(PgError::fatal(
             SqlState::INVALID_AUTHORIZATION,
             format!("role \"{user}\" does not exist"),
-        )
+        ))
     };
-    let no_role = || LoginError::Credentials(no_role());
     let found = if request.database == ADMIN_DATABASE {
         let credentials = shared.admin_credentials(user).ok_or_else(|| {
             PgError::fatal(
@@ -248,13 +247,7 @@ async fn authenticate(
             format!("password authentication failed for user \"{user}\""),
         ))
     };
-    // Like PostgreSQL, md5 is answered with SCRAM when only a verifier is
-    // stored.
-    let method = match (shared.config().auth_method, &credentials.password) {
-        (AuthMethod::Md5, None) => AuthMethod::ScramSha256,
-        (method, _) => method,
-    };
-    match (method, &credentials.password) {
+    match (shared.config().auth_method, &credentials.password) {
         (AuthMethod::Trust, _) => {}
         (AuthMethod::Md5, Some(password)) => {
             let salt: [u8; 4] = rand::random();
@@ -268,6 +261,7 @@ async fn authenticate(
                 return Err(failed());
             }
         }
+        // SCRAM; also md5 when only a verifier is stored, as PostgreSQL does.
         _ => {
             let client_key = scram_exchange(stream, buf, credentials, endpoint_hash)
                 .await
@@ -279,9 +273,7 @@ async fn authenticate(
                     )),
                     ScramLoginError::Login(error) => error,
                 })?;
-            if credentials.password.is_none() {
-                shared.learn_client_key(user, credentials, client_key);
-            }
+            shared.learn_client_key(user, credentials, client_key);
         }
     }
     if found.expired {

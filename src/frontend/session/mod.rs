@@ -810,6 +810,17 @@ impl Session {
         self.pipeline_commit_position();
     }
 
+    /// Runs `sql` on a connection about to go back to the pool; `false`
+    /// when it failed or took too long, and the connection must be closed.
+    async fn clean_up(&self, server: &mut PooledConnection, sql: &str) -> bool {
+        let outcome = tokio::time::timeout(
+            self.shared.config().server_connect_timeout,
+            server.run_silently(sql),
+        )
+        .await;
+        matches!(outcome, Ok(Ok(None)))
+    }
+
     /// Returns or closes the server connection when the client leaves.
     async fn close(mut self) {
         let _ = self.flush().await;
@@ -822,24 +833,14 @@ impl Session {
         if self.transaction_status != b'I' {
             // Left open by the client (or `idle_in_transaction_timeout`):
             // rolled back, the connection goes back to the pool.
-            let rollback = tokio::time::timeout(
-                self.shared.config().server_connect_timeout,
-                server.run_silently("ROLLBACK"),
-            )
-            .await;
-            if !matches!(rollback, Ok(Ok(None))) {
+            if !self.clean_up(&mut server, "ROLLBACK").await {
                 return;
             }
             // The transaction may have changed settings that the rollback undid.
             server.applied_settings = None;
         }
         if self.pinned.is_some() || self.pool_mode() == PoolMode::Session {
-            let reset = tokio::time::timeout(
-                self.shared.config().server_connect_timeout,
-                server.run_silently("DISCARD ALL"),
-            )
-            .await;
-            if !matches!(reset, Ok(Ok(None))) {
+            if !self.clean_up(&mut server, "DISCARD ALL").await {
                 return;
             }
             server.prepared.clear();
