@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 /// Setting key → the statement that establishes it (see `frontend::settings`).
 pub type AppliedSettings = BTreeMap<String, String>;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -102,7 +103,7 @@ pub struct ServerConnection {
     pub process_id: i32,
     pub secret_key: i32,
     /// `host:port`, where cancel requests for this connection go.
-    pub address: String,
+    pub address: Arc<str>,
     /// The run-time parameters the server last reported.
     pub parameters: HashMap<String, String>,
     /// Names of the pooled prepared statements that exist on this connection.
@@ -137,7 +138,7 @@ impl ServerConnection {
                 max_message_size: settings.max_message_size,
                 process_id: 0,
                 secret_key: 0,
-                address: address.clone(),
+                address: Arc::from(address.as_str()),
                 parameters: HashMap::new(),
                 prepared: PreparedSet::default(),
                 applied_settings: Some(AppliedSettings::new()),

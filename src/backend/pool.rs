@@ -57,7 +57,10 @@ pub struct Pool {
     /// Where and as whom connections log in; a reload may change the password.
     target: Mutex<LoginTarget>,
     settings: PoolSettings,
-    idle: Mutex<Vec<ServerConnection>>,
+    /// Boxed, so that handing a connection out or back (every transaction)
+    /// moves a pointer rather than the whole connection.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<ServerConnection>>>,
     permits: Arc<Semaphore>,
     /// Clients waiting for a free slot right now.
     waiting: AtomicUsize,
@@ -135,7 +138,10 @@ impl Pool {
         };
         let conn = match self.take_idle() {
             Some(conn) => conn,
-            None => self.connect(limits.login_retry).await?,
+            // Boxed: opening a connection is rare, and its state machine is
+            // large enough that carrying it inline in every checkout (and in
+            // every session future above it) costs copies on each query.
+            None => Box::new(Box::pin(self.connect(limits.login_retry)).await?),
         };
         Ok(PooledConnection {
             conn: Some(conn),
@@ -160,7 +166,7 @@ impl Pool {
 
     /// Pops idle connections until a usable one turns up; stale or broken
     /// ones are dropped on the way.
-    fn take_idle(&self) -> Option<ServerConnection> {
+    fn take_idle(&self) -> Option<Box<ServerConnection>> {
         loop {
             let conn = lock(&self.idle).pop()?;
             if self.is_reusable(&conn) && conn.is_healthy_when_idle() {
@@ -194,7 +200,7 @@ impl Pool {
 /// A connection lent out by a pool. `release` gives it back; dropping it
 /// closes it, which is the safe default when its state is unknown.
 pub struct PooledConnection {
-    conn: Option<ServerConnection>,
+    conn: Option<Box<ServerConnection>>,
     _permit: OwnedSemaphorePermit,
     pool: Arc<Pool>,
 }

@@ -14,7 +14,8 @@ use crate::sync::lock;
 /// The server-side key of the connection a client is currently using.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelTarget {
-    pub address: String,
+    /// Shared with the server connection: publishing it allocates nothing.
+    pub address: Arc<str>,
     pub process_id: i32,
     pub secret_key: i32,
 }
@@ -86,7 +87,7 @@ impl CancelRegistry {
             return;
         };
         let sent = async {
-            let mut stream = TcpStream::connect(&target.address).await?;
+            let mut stream = TcpStream::connect(&*target.address).await?;
             stream
                 .write_all(&messages::cancel_request(
                     target.process_id,

@@ -11,7 +11,7 @@ use crate::protocol::messages::{bind_body, parse_body};
 use crate::router::classify::{Classification, ClassificationCache, Hint, TransactionControl};
 use crate::router::{Need, SessionRoute};
 use crate::sql::lexer::split_statements;
-use crate::sql::{find_ignore_case, session_effect, SessionEffect};
+use crate::sql::{find_ignore_case, query_text, session_effect, SessionEffect};
 
 /// Beyond this many buffered bytes without a unit boundary, pgsplit stops
 /// waiting for the rest and sends the unit to the primary.
@@ -127,7 +127,7 @@ pub fn plan(
         let Some(body) = rest.get(5..1 + length) else {
             return incomplete(buf, traits);
         };
-        let text = |bytes| String::from_utf8_lossy(bytes);
+        let text = query_text;
         match tag {
             b'Q' => {
                 let sql = text(body.strip_suffix(b"\0").unwrap_or(body));

@@ -210,6 +210,17 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
         push_trimmed(&mut statements, sql);
         return statements;
     }
+    if only_separators(sql.as_bytes()) {
+        for statement in sql.split(';') {
+            push_trimmed(&mut statements, statement);
+        }
+        return statements;
+    }
+    split_by_tokens(sql, statements)
+}
+
+/// The general case of [`split_statements`]: `;` tokens separate.
+fn split_by_tokens<'a>(sql: &'a str, mut statements: Vec<&'a str>) -> Vec<&'a str> {
     let mut start = 0;
     for (offset, token) in tokens(sql) {
         if token == Token::Symbol(';') {
@@ -219,6 +230,23 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     }
     push_trimmed(&mut statements, &sql[start..]);
     statements
+}
+
+/// Whether every `;` in `sql` must separate statements because nothing
+/// could hide one: no quote, comment or dollar quote (a `$` followed by a
+/// digit is a parameter). Most texts qualify, and are then split without
+/// being tokenized.
+fn only_separators(sql: &[u8]) -> bool {
+    sql.iter().enumerate().all(|(at, &c)| {
+        let next = sql.get(at + 1);
+        match c {
+            b'\'' | b'"' => false,
+            b'-' => next != Some(&b'-'),
+            b'/' => next != Some(&b'*'),
+            b'$' => next.is_some_and(u8::is_ascii_digit),
+            _ => true,
+        }
+    })
 }
 
 /// Keeps a statement that has a token, without the whitespace around it
@@ -250,6 +278,14 @@ mod tests {
             split_statements("SELECT 1;\u{a0}"),
             vec!["SELECT 1", "\u{a0}"]
         );
+    }
+
+    proptest::proptest! {
+        /// Splitting without tokenizing gives what the tokenizer gives.
+        #[test]
+        fn plain_texts_split_like_tokenized_ones(sql in "[a-z0-9 ;$'\"/*\t\x0b-]{0,40}") {
+            proptest::prop_assert_eq!(split_statements(&sql), split_by_tokens(&sql, Vec::new()));
+        }
     }
 
     #[test]

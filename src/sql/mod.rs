@@ -7,11 +7,31 @@ pub mod session;
 
 pub use session::{session_effect, SessionEffect};
 
+use std::borrow::Cow;
+
 /// The first position of `needle` (ASCII) in `haystack`, ignoring ASCII case.
+///
+/// Runs on every query (hints, `COPY`, advisory locks), so it jumps between
+/// occurrences of the needle's first letter instead of comparing at every
+/// byte.
 pub fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window.eq_ignore_ascii_case(needle))
+    let (&first, rest) = needle.split_first()?;
+    let last_start = haystack.len().checked_sub(needle.len())?;
+    memchr::memchr2_iter(
+        first.to_ascii_lowercase(),
+        first.to_ascii_uppercase(),
+        &haystack[..=last_start],
+    )
+    .find(|&at| haystack[at + 1..at + needle.len()].eq_ignore_ascii_case(rest))
+}
+
+/// A query text as `str`: borrowed when it is valid UTF-8 (the usual case,
+/// checked at full speed), otherwise with invalid bytes replaced.
+pub fn query_text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// Quotes text as an SQL string literal that reads the same whatever
@@ -27,7 +47,27 @@ pub fn quote_literal(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::quote_literal;
+    use super::{find_ignore_case, query_text, quote_literal};
+
+    #[test]
+    fn finds_needles_ignoring_case() {
+        assert_eq!(find_ignore_case(b"select * from t", b"FROM"), Some(9));
+        assert_eq!(find_ignore_case(b"COPY t", b"copy"), Some(0));
+        assert_eq!(find_ignore_case(b"x pg_try_Advisory", b"advisory"), Some(9));
+        assert_eq!(find_ignore_case(b"advisor", b"advisory"), None);
+        assert_eq!(find_ignore_case(b"cop", b"copy"), None);
+        assert_eq!(find_ignore_case(b"", b"copy"), None);
+        assert_eq!(find_ignore_case(b"abc", b""), None);
+    }
+
+    #[test]
+    fn query_text_borrows_valid_utf8_and_replaces_the_rest() {
+        assert!(matches!(
+            query_text(b"select 1"),
+            std::borrow::Cow::Borrowed("select 1")
+        ));
+        assert_eq!(query_text(b"select \xff"), "select \u{fffd}");
+    }
 
     #[test]
     fn quotes_literals_safely() {

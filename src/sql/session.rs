@@ -108,11 +108,11 @@ pub fn session_effect(statement: &str) -> SessionEffect {
 
 /// The parameter a `SHOW name` statement asks for (lowercase), if it is one.
 pub fn shown_setting(statement: &str) -> Option<String> {
-    let words: Vec<Token> = tokens(statement).map(|(_, t)| t).collect();
-    if !words.first()?.is_keyword("show") {
+    let mut words = tokens(statement).map(|(_, t)| t);
+    if !words.next()?.is_keyword("show") {
         return None;
     }
-    setting_key(&words[1..])
+    setting_key(&words.collect::<Vec<Token>>())
 }
 
 /// The value a `SET name = value` / `SET name TO value` statement gives,

@@ -84,7 +84,7 @@ impl Session {
                         }
                         Err(error) => CheckoutError::Connect(ConnectError::Io {
                             node: router.node_name(node).to_owned(),
-                            address: server.address.clone(),
+                            address: server.address.to_string(),
                             source: std::sync::Arc::new(error),
                         }),
                     }

@@ -43,7 +43,7 @@ use crate::router::classify::{Classification, Hint, TransactionControl};
 use crate::router::{InFlight, Need, NoNode, SessionRoute};
 use crate::sql::lexer::split_statements;
 use crate::sql::session::{setting_value, shown_setting};
-use crate::sql::{quote_literal, session_effect, SessionEffect};
+use crate::sql::{query_text, quote_literal, session_effect, SessionEffect};
 
 /// Why a server connection could not take on the client's settings.
 enum SyncError {
@@ -495,16 +495,11 @@ impl Session {
                     .as_mut()
                     .reset(self.idle_deadline(limits, last_activity).into());
             }
+            // `biased`: polled in order, without drawing a random number
+            // each turn. The server comes first, so that what it has sent is
+            // passed on before more of the client's input is taken in.
             tokio::select! {
-                read = self.client.read_available(&mut self.client_in, CLIENT_READ_CHUNK) => match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        if idle_limits {
-                            last_activity = Instant::now();
-                        }
-                        self.handle_client_input().await
-                    }
-                },
+                biased;
                 filled = fill(&mut self.server) => match filled {
                     Ok(()) => {
                         if idle_limits {
@@ -513,6 +508,15 @@ impl Session {
                         self.process_server_input()
                     }
                     Err(error) => self.on_server_lost(error),
+                },
+                read = self.client.read_available(&mut self.client_in, CLIENT_READ_CHUNK) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if idle_limits {
+                            last_activity = Instant::now();
+                        }
+                        self.handle_client_input().await
+                    }
                 },
                 _ = &mut stop, if !self.shutting_down => {
                     self.shutting_down = true;
@@ -750,7 +754,7 @@ impl Session {
 
     async fn on_query(&mut self, frame: Frame) {
         let text = frame.body().strip_suffix(b"\0").unwrap_or(frame.body());
-        let text = String::from_utf8_lossy(text);
+        let text = query_text(text);
         if self.shared.config().log.queries {
             tracing::info!(query = %text, "query");
         }

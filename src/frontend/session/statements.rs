@@ -10,7 +10,7 @@ impl Session {
         let Some(parse) = messages::parse_body(frame.body()) else {
             return Err(malformed("Parse"));
         };
-        let query = String::from_utf8_lossy(parse.query);
+        let query = query_text(parse.query);
         if self.shared.config().log.queries {
             tracing::info!(query = %query, "parse");
         }
