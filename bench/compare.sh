@@ -6,17 +6,23 @@
 #
 #   bench/compare.sh                          # 10 s per run
 #   DURATION=20 bench/compare.sh
+#   PGDOG_BIN=/path/to/pgdog PGCAT_BIN=/path/to/pgcat bench/compare.sh
+#       (peer proxies you built yourself; the script writes their configs:
+#       read/write splitting over the primary and both replicas,
+#       transaction pooling, pool size 20)
 #   OTHER_PROXY_URL=postgresql://app@127.0.0.1:6433/app bench/compare.sh
-#       (a proxy you started yourself, e.g. PgDog, in front of the same
-#       primary; its port is printed below. OTHER_PROXY_PID lets the
-#       script read its CPU time.)
+#       (any proxy you started yourself in front of the same primary; its
+#       port is printed below. OTHER_PROXY_PID lets the script read its
+#       CPU time.)
 #
 # Rows: select-only (-S) in simple, extended and prepared mode and the
 # default TPC-B script, at 16 and 256 clients, and -S with a new
 # connection per transaction (-C, connection set-up and authentication).
 # "pgsplit" routes everything to the primary (PGOPTIONS=-c
 # pgsplit.route=primary), the fair comparison with PgBouncer; "split" is
-# pgsplit with read/write splitting on.
+# pgsplit with read/write splitting on, the comparison with the peers.
+# The last column compares each proxy row with pgsplit: pgsplit/direct,
+# pgsplit/PgBouncer, and split/peer for the splitting peers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,14 +77,22 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}x')" 2>/dev/null || echo n/a; }
 per10k() { python3 -c "print(f'{($1) / 100 / $2 * 10000:.3f}' if $2 else 'n/a')" 2>/dev/null || echo n/a; }
 
 targets=("direct|$direct|" "pgsplit|$proxied|$pgsplit_pid|primary" "split|$proxied|$pgsplit_pid|auto" "pgbouncer|$bouncer|$bouncer_pid|")
+if [ -n "${PGCAT_BIN:-}" ]; then
+  start_pgcat "$PGCAT_BIN"
+  targets+=("pgcat|$peer_url|$peer_pid|")
+fi
+if [ -n "${PGDOG_BIN:-}" ]; then
+  start_pgdog "$PGDOG_BIN"
+  targets+=("pgdog|$peer_url|$peer_pid|")
+fi
 [ -n "${OTHER_PROXY_URL:-}" ] && targets+=("other|$OTHER_PROXY_URL|${OTHER_PROXY_PID:-}|")
 
 printf "pgbench, %s s per run, %s threads, scale %s; latency in ms; CPU in seconds per 10k transactions\n\n" "$DURATION" "$THREADS" "$SCALE"
-printf "%-24s %-9s %8s %8s %8s %8s %15s %14s\n" workload target TPS avg p99 cpu/10k pgsplit/bouncer pgsplit/direct
+printf "%-24s %-9s %8s %8s %8s %8s  %s\n" workload target TPS avg p99 cpu/10k ratio
 for workload in "select simple 16|16|-S -M simple" "select extended 16|16|-S -M extended" \
                 "select prepared 16|16|-S -M prepared" "tpc-b 16|16|-M extended" \
-                "select simple 256|256|-S -M simple" "tpc-b 256|256|-M extended" \
-                "select reconnect 16|16|-S -C"; do
+                "select simple 256|256|-S -M simple" "select extended 256|256|-S -M extended" \
+                "tpc-b 256|256|-M extended" "select reconnect 16|16|-S -C"; do
   IFS='|' read -r name clients args <<<"$workload"
   declare -A tps=()
   for target in "${targets[@]}"; do
@@ -91,8 +105,10 @@ for workload in "select simple 16|16|-S -M simple" "select extended 16|16|-S -M 
     tps[$label]=$t
     printf "%-24s %-9s %8s %8s %8s %8s" "$name" "$label" "$t" "$avg" "$p99" "$cpu"
     case $label in
-      pgbouncer) printf " %15s %14s\n" "$(ratio "${tps[pgsplit]}" "$t")" "$(ratio "${tps[pgsplit]}" "${tps[direct]}")" ;;
-      *) printf "\n" ;;
+      direct) printf "\n" ;;
+      pgsplit | split) printf "  %s/direct %s\n" "$label" "$(ratio "$t" "${tps[direct]}")" ;;
+      pgbouncer) printf "  pgsplit/pgbouncer %s\n" "$(ratio "${tps[pgsplit]}" "$t")" ;;
+      *) printf "  split/%s %s\n" "$label" "$(ratio "${tps[split]}" "$t")" ;;
     esac
   done
   unset tps

@@ -66,3 +66,105 @@ INI
   extra_pids="$extra_pids $bouncer_pid"
   pgbouncer_url="postgresql://app@127.0.0.1:$bport/app"
 }
+
+# Peer proxies built elsewhere (bench/README: never committed here), given
+# by binary path, with read/write splitting over the primary and both
+# replicas, transaction pooling and the same pool size. Each sets
+# $peer_url and $peer_pid. Replica ports come from the demo's node list.
+replica_ports() { awk '$1 ~ /^pg[0-9]+$/ && $1 != "pg1" { split($4, a, ":"); print a[2] }' "$demo_log"; }
+
+wait_for_port() { # pid port log
+  for _ in $(seq 1 100); do
+    kill -0 "$1" 2>/dev/null || { echo "proxy exited; see $3" >&2; tail -5 "$3" >&2; return 1; }
+    (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "proxy did not open port $2; see $3" >&2
+  return 1
+}
+
+# PgCat: md5 to clients (all it offers), its own query parser splitting.
+start_pgcat() { # binary
+  local lport r1 r2
+  lport=$(free_port)
+  read -r r1 r2 <<<"$(replica_ports | tr '\n' ' ')"
+  cat >"$work/pgcat.toml" <<TOML
+[general]
+host = "127.0.0.1"
+port = $lport
+admin_username = "pgcat_admin"
+admin_password = "pgcat_admin"
+
+[pools.app]
+pool_mode = "transaction"
+load_balancing_mode = "random"
+default_role = "any"
+query_parser_enabled = true
+query_parser_read_write_splitting = true
+primary_reads_enabled = true
+prepared_statements_cache_size = 500
+
+[pools.app.users.0]
+username = "app"
+password = "app"
+pool_size = 20
+statement_timeout = 0
+
+[pools.app.shards.0]
+servers = [["127.0.0.1", $primary, "primary"], ["127.0.0.1", $r1, "replica"], ["127.0.0.1", $r2, "replica"]]
+database = "app"
+TOML
+  "$1" --log-level warn --no-color "$work/pgcat.toml" >"$work/pgcat.log" 2>&1 </dev/null &
+  peer_pid=$!
+  extra_pids="$extra_pids $peer_pid"
+  wait_for_port "$peer_pid" "$lport" "$work/pgcat.log"
+  peer_url="postgresql://app@127.0.0.1:$lport/app"
+}
+
+# PgDog: SCRAM to clients, reads over the primary and replicas (its default).
+start_pgdog() { # binary
+  local lport r1 r2
+  lport=$(free_port)
+  read -r r1 r2 <<<"$(replica_ports | tr '\n' ' ')"
+  cat >"$work/pgdog.toml" <<TOML
+[general]
+host = "127.0.0.1"
+port = $lport
+default_pool_size = 20
+pooler_mode = "transaction"
+load_balancing_strategy = "random"
+read_write_split = "include_primary"
+prepared_statements = "extended"
+auth_type = "scram"
+
+[[databases]]
+name = "app"
+host = "127.0.0.1"
+port = $primary
+role = "primary"
+
+[[databases]]
+name = "app"
+host = "127.0.0.1"
+port = $r1
+role = "replica"
+
+[[databases]]
+name = "app"
+host = "127.0.0.1"
+port = $r2
+role = "replica"
+TOML
+  cat >"$work/pgdog_users.toml" <<TOML
+[[users]]
+name = "app"
+database = "app"
+password = "app"
+pool_size = 20
+TOML
+  RUST_LOG=warn "$1" --config "$work/pgdog.toml" --users "$work/pgdog_users.toml" >"$work/pgdog.log" 2>&1 </dev/null &
+  peer_pid=$!
+  extra_pids="$extra_pids $peer_pid"
+  wait_for_port "$peer_pid" "$lport" "$work/pgdog.log"
+  peer_url="postgresql://app@127.0.0.1:$lport/app"
+}
