@@ -140,7 +140,7 @@ pub fn plan(
                 if let Some(parse) = parse_body(body) {
                     traits.may_copy |= mentions_copy(parse.query);
                     let sql = text(parse.query);
-                    let class = cache.classify(&sql);
+                    let class = cache.classify_repeating(&sql);
                     traits.writes = traits.writes || pins(&sql);
                     traits.absorb(&class, function_is_read_only);
                     if parse.name.is_empty() {

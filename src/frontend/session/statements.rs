@@ -19,7 +19,7 @@ impl Session {
             self.pin(reason);
         }
         let planned = self.server.is_none();
-        let class = self.shared.classifier.classify(&query);
+        let class = self.shared.classifier.classify_repeating(&query);
         if !planned {
             self.note_class(&class);
         }

@@ -114,28 +114,32 @@ impl ClassificationCache {
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
         // A single statement the keyword fast path settles costs less than
         // a lookup (texts with literals rarely repeat), so it skips the cache.
-        let statement = sql.trim_end().trim_end_matches(';');
-        if !statement.contains(';') {
-            if let Some(verdict) = lexical(statement) {
-                return Arc::new(Classification {
-                    writes: verdict.writes,
-                    unparsed: verdict.unparsed,
-                    functions: verdict.functions,
-                    transaction: verdict.transaction,
-                    hint: find_hint(sql),
-                });
-            }
+        if let Some(quick) = quick_classification(sql) {
+            return Arc::new(quick);
         }
+        self.cached(sql, || classify(sql))
+    }
+
+    /// Like [`classify`](Self::classify), for texts that usually repeat
+    /// (an extended-protocol `Parse` carries parameters, not literals): the
+    /// cache is asked first, so a repeated text costs one lookup.
+    pub fn classify_repeating(&self, sql: &str) -> Arc<Classification> {
+        self.cached(sql, || {
+            quick_classification(sql).unwrap_or_else(|| classify(sql))
+        })
+    }
+
+    fn cached(&self, sql: &str, compute: impl FnOnce() -> Classification) -> Arc<Classification> {
         if sql.len() > MAX_CACHED_LEN {
-            return Arc::new(classify(sql));
+            return Arc::new(compute());
         }
         let Some(shard) = self.shard(sql) else {
-            return Arc::new(classify(sql));
+            return Arc::new(compute());
         };
         if let Some(hit) = lock(shard).get(sql) {
             return hit;
         }
-        let value = Arc::new(classify(sql));
+        let value = Arc::new(compute());
         lock(shard).insert(sql, value)
     }
 
@@ -153,4 +157,20 @@ impl ClassificationCache {
         let hash = self.hasher.hash_one(sql) as usize;
         self.shards.get(hash % self.shards.len().max(1))
     }
+}
+
+/// A single statement settled by the keyword fast path, if it is one.
+fn quick_classification(sql: &str) -> Option<Classification> {
+    let statement = sql.trim_end().trim_end_matches(';');
+    if statement.contains(';') {
+        return None;
+    }
+    let verdict = lexical(statement)?;
+    Some(Classification {
+        writes: verdict.writes,
+        unparsed: verdict.unparsed,
+        functions: verdict.functions,
+        transaction: verdict.transaction,
+        hint: find_hint(sql),
+    })
 }

@@ -769,6 +769,22 @@ fn cache_hits_return_the_same_classification() {
 }
 
 #[test]
+fn repeating_texts_are_cached_even_when_keywords_settle_them() {
+    let cache = ClassificationCache::new(10);
+    let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+    let first = cache.classify_repeating(sql);
+    let second = cache.classify_repeating(sql);
+    assert!(Arc::ptr_eq(&first, &second));
+    assert_eq!(*first, classify(sql));
+    assert!(cache.classify_repeating("UPDATE t SET a = $1").writes);
+    assert_eq!(cache.len(), 2);
+    // The same answers as the uncached path, for texts that need a parse too.
+    let parsed = "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d";
+    assert_eq!(*cache.classify_repeating(parsed), classify(parsed));
+    assert!(cache.classify_repeating(parsed).writes);
+}
+
+#[test]
 fn cache_stays_within_capacity() {
     for capacity in [0, 1, 3, 10, 100] {
         let cache = ClassificationCache::new(capacity);
