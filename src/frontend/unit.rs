@@ -10,8 +10,7 @@ use crate::config::{Route, RoutingConfig};
 use crate::protocol::messages::{bind_body, parse_body};
 use crate::router::classify::{Classification, ClassificationCache, Hint, TransactionControl};
 use crate::router::{Need, SessionRoute};
-use crate::sql::lexer::split_statements;
-use crate::sql::{find_ignore_case, query_text, session_effect, SessionEffect};
+use crate::sql::{find_ignore_case, query_text};
 
 /// Beyond this many buffered bytes without a unit boundary, pgsplit stops
 /// waiting for the rest and sends the unit to the primary.
@@ -41,7 +40,9 @@ impl UnitTraits {
     /// Adds one statement's classification; `function_is_read_only` answers
     /// for functions the classifier could not settle.
     pub fn absorb(&mut self, class: &Classification, function_is_read_only: impl Fn(&str) -> bool) {
-        self.writes |= class.writes;
+        // State that pins the session must be created on the primary, or
+        // every later write of the session would reach a replica.
+        self.writes |= class.writes || class.pins;
         self.unparsed |= class.unparsed;
         if !class.functions.iter().all(|f| function_is_read_only(f)) {
             self.writes_by_function = true;
@@ -133,7 +134,6 @@ pub fn plan(
                 let sql = text(body.strip_suffix(b"\0").unwrap_or(body));
                 traits.may_copy |= mentions_copy(sql.as_bytes());
                 traits.absorb(&cache.classify(&sql), function_is_read_only);
-                traits.writes = traits.writes || pins(&sql);
                 return Lookahead::Planned(traits);
             }
             b'P' => {
@@ -141,7 +141,6 @@ pub fn plan(
                     traits.may_copy |= mentions_copy(parse.query);
                     let sql = text(parse.query);
                     let class = cache.classify_repeating(&sql);
-                    traits.writes = traits.writes || pins(&sql);
                     traits.absorb(&class, function_is_read_only);
                     if parse.name.is_empty() {
                         unnamed = Some(class);
@@ -182,14 +181,6 @@ pub fn plan(
 /// Whether a statement text could hold a `COPY` (a cheap, conservative check).
 fn mentions_copy(sql: &[u8]) -> bool {
     find_ignore_case(sql, b"copy").is_some()
-}
-
-/// State that pins the client to its server connection must be created on
-/// the primary, or every later write of the session would reach a replica.
-fn pins(sql: &str) -> bool {
-    split_statements(sql)
-        .into_iter()
-        .any(|statement| matches!(session_effect(statement), SessionEffect::Pin(_)))
 }
 
 fn incomplete(buf: &[u8], traits: UnitTraits) -> Lookahead {

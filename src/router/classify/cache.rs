@@ -9,7 +9,7 @@ use crate::sync::lock;
 
 use super::hint::find_hint;
 use super::lexical::lexical;
-use super::{classify, Classification};
+use super::{classify, pins, Classification};
 
 /// Texts longer than this are classified every time rather than cached, so
 /// that a few huge generated statements cannot fill memory.
@@ -172,5 +172,6 @@ fn quick_classification(sql: &str) -> Option<Classification> {
         functions: verdict.functions,
         transaction: verdict.transaction,
         hint: find_hint(sql),
+        pins: pins(sql),
     })
 }

@@ -25,6 +25,7 @@ mod tree;
 mod walk;
 
 use crate::sql::lexer::split_statements;
+use crate::sql::{session_effect, SessionEffect};
 
 pub use cache::ClassificationCache;
 use hint::find_hint;
@@ -52,6 +53,10 @@ pub struct Classification {
     /// A `/* pgsplit:primary */` or `/* pgsplit:replica */` comment anywhere
     /// in the text, so applications can override the classifier.
     pub hint: Option<Hint>,
+    /// A statement creates state bound to its server connection (a
+    /// temporary table, `LISTEN`, ...). It pins the session, so it must be
+    /// made on the primary: the session's later writes will go there too.
+    pub pins: bool,
 }
 
 /// Transaction control seen in a query string.
@@ -95,7 +100,15 @@ pub fn classify(sql: &str) -> Classification {
         functions: verdict.functions,
         transaction: verdict.transaction,
         hint: find_hint(sql),
+        pins: pins(sql),
     }
+}
+
+/// Whether a statement of `sql` pins the session (see [`Classification::pins`]).
+fn pins(sql: &str) -> bool {
+    split_statements(sql)
+        .into_iter()
+        .any(|statement| matches!(session_effect(statement), SessionEffect::Pin(_)))
 }
 
 /// One statement's verdict, before merging into a [`Classification`].

@@ -770,7 +770,8 @@ fn cache_hits_return_the_same_classification() {
 
 #[test]
 fn repeating_texts_are_cached_even_when_keywords_settle_them() {
-    let cache = ClassificationCache::new(10);
+    // Room for every text whichever shards they hash to.
+    let cache = ClassificationCache::new(1000);
     let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
     let first = cache.classify_repeating(sql);
     let second = cache.classify_repeating(sql);
@@ -843,4 +844,23 @@ fn cache_is_shared_across_threads() {
         thread.join().unwrap();
     }
     assert!(cache.len() <= 64);
+}
+
+#[test]
+fn session_pinning_statements_are_marked_on_every_path() {
+    let cache = ClassificationCache::new(10);
+    for sql in [
+        "CREATE TEMP TABLE t (a int)",
+        "SELECT pg_advisory_lock(1)",
+        "LISTEN jobs",
+        "SELECT 1; PREPARE p AS SELECT 1",
+    ] {
+        assert!(classify(sql).pins, "{sql}");
+        assert!(cache.classify(sql).pins, "{sql}");
+        assert!(cache.classify_repeating(sql).pins, "{sql}");
+    }
+    for sql in ["SELECT 1", "SELECT pg_advisory_xact_lock(1)", "SET search_path = a"] {
+        assert!(!classify(sql).pins, "{sql}");
+        assert!(!cache.classify(sql).pins, "{sql}");
+    }
 }
