@@ -331,7 +331,9 @@ impl LocalCluster {
             "fsync = off".to_string(),
             "synchronous_commit = on".to_string(),
             "full_page_writes = on".to_string(),
-            "max_connections = 300".to_string(),
+            // Room for 256 direct pgbench clients beside the pools of the
+            // proxies that bench/compare.sh runs side by side.
+            "max_connections = 400".to_string(),
             "shared_buffers = 32MB".to_string(),
             "wal_keep_size = 256MB".to_string(),
             "logging_collector = off".to_string(),
