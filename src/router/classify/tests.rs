@@ -859,7 +859,11 @@ fn session_pinning_statements_are_marked_on_every_path() {
         assert!(cache.classify(sql).pins, "{sql}");
         assert!(cache.classify_repeating(sql).pins, "{sql}");
     }
-    for sql in ["SELECT 1", "SELECT pg_advisory_xact_lock(1)", "SET search_path = a"] {
+    for sql in [
+        "SELECT 1",
+        "SELECT pg_advisory_xact_lock(1)",
+        "SET search_path = a",
+    ] {
         assert!(!classify(sql).pins, "{sql}");
         assert!(!cache.classify(sql).pins, "{sql}");
     }
