@@ -67,11 +67,29 @@ INI
   pgbouncer_url="postgresql://app@127.0.0.1:$bport/app"
 }
 
-# Peer proxies built elsewhere (bench/README: never committed here), given
+# Peer proxies built outside this repository (none of their code is here), given
 # by binary path, with read/write splitting over the primary and both
 # replicas, transaction pooling and the same pool size. Each sets
 # $peer_url and $peer_pid. Replica ports come from the demo's node list.
 replica_ports() { awk '$1 ~ /^pg[0-9]+$/ && $1 != "pg1" { split($4, a, ":"); print a[2] }' "$demo_log"; }
+
+# Picks the peer's port ($peer_port) and the replicas' ($r1, $r2).
+peer_ports() {
+  peer_port=$(free_port)
+  read -r r1 r2 <<<"$(replica_ports | tr '\n' ' ')"
+}
+
+# Starts a peer in the background (log in $work/NAME.log) and waits for
+# its port; sets $peer_pid and $peer_url.
+run_peer() { # name command...
+  local name=$1
+  shift
+  "$@" >"$work/$name.log" 2>&1 </dev/null &
+  peer_pid=$!
+  extra_pids="$extra_pids $peer_pid"
+  wait_for_port "$peer_pid" "$peer_port" "$work/$name.log"
+  peer_url="postgresql://app@127.0.0.1:$peer_port/app"
+}
 
 wait_for_port() { # pid port log
   for _ in $(seq 1 100); do
@@ -85,13 +103,11 @@ wait_for_port() { # pid port log
 
 # PgCat: md5 to clients (all it offers), its own query parser splitting.
 start_pgcat() { # binary
-  local lport r1 r2
-  lport=$(free_port)
-  read -r r1 r2 <<<"$(replica_ports | tr '\n' ' ')"
+  peer_ports
   cat >"$work/pgcat.toml" <<TOML
 [general]
 host = "127.0.0.1"
-port = $lport
+port = $peer_port
 admin_username = "pgcat_admin"
 admin_password = "pgcat_admin"
 
@@ -114,22 +130,16 @@ statement_timeout = 0
 servers = [["127.0.0.1", $primary, "primary"], ["127.0.0.1", $r1, "replica"], ["127.0.0.1", $r2, "replica"]]
 database = "app"
 TOML
-  "$1" --log-level warn --no-color "$work/pgcat.toml" >"$work/pgcat.log" 2>&1 </dev/null &
-  peer_pid=$!
-  extra_pids="$extra_pids $peer_pid"
-  wait_for_port "$peer_pid" "$lport" "$work/pgcat.log"
-  peer_url="postgresql://app@127.0.0.1:$lport/app"
+  run_peer pgcat "$1" --log-level warn --no-color "$work/pgcat.toml"
 }
 
 # PgDog: SCRAM to clients, reads over the primary and replicas (its default).
 start_pgdog() { # binary
-  local lport r1 r2
-  lport=$(free_port)
-  read -r r1 r2 <<<"$(replica_ports | tr '\n' ' ')"
+  peer_ports
   cat >"$work/pgdog.toml" <<TOML
 [general]
 host = "127.0.0.1"
-port = $lport
+port = $peer_port
 default_pool_size = 20
 pooler_mode = "transaction"
 load_balancing_strategy = "random"
@@ -162,9 +172,5 @@ database = "app"
 password = "app"
 pool_size = 20
 TOML
-  RUST_LOG=warn "$1" --config "$work/pgdog.toml" --users "$work/pgdog_users.toml" >"$work/pgdog.log" 2>&1 </dev/null &
-  peer_pid=$!
-  extra_pids="$extra_pids $peer_pid"
-  wait_for_port "$peer_pid" "$lport" "$work/pgdog.log"
-  peer_url="postgresql://app@127.0.0.1:$lport/app"
+  run_peer pgdog env RUST_LOG=warn "$1" --config "$work/pgdog.toml" --users "$work/pgdog_users.toml"
 }

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::sync::lock;
 
-use super::hint::find_hint;
 use super::lexical::lexical;
-use super::{classify, pins, Classification};
+use super::{classify, pins_session, Classification};
 
 /// Texts longer than this are classified every time rather than cached, so
 /// that a few huge generated statements cannot fill memory.
@@ -166,12 +165,5 @@ fn quick_classification(sql: &str) -> Option<Classification> {
         return None;
     }
     let verdict = lexical(statement)?;
-    Some(Classification {
-        writes: verdict.writes,
-        unparsed: verdict.unparsed,
-        functions: verdict.functions,
-        transaction: verdict.transaction,
-        hint: find_hint(sql),
-        pins: pins(sql),
-    })
+    Some(verdict.into_classification(sql, pins_session(statement)))
 }

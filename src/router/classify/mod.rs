@@ -88,27 +88,17 @@ pub enum Hint {
 /// Pure and uncached: see [`ClassificationCache`] for the cached form.
 pub fn classify(sql: &str) -> Classification {
     let mut verdict = Verdict::read();
+    let mut pins = false;
     for statement in split_statements(sql) {
         verdict.merge(classify_statement(statement));
+        pins |= pins_session(statement);
     }
-    if verdict.writes {
-        verdict.functions.clear();
-    }
-    Classification {
-        writes: verdict.writes,
-        unparsed: verdict.unparsed,
-        functions: verdict.functions,
-        transaction: verdict.transaction,
-        hint: find_hint(sql),
-        pins: pins(sql),
-    }
+    verdict.into_classification(sql, pins)
 }
 
-/// Whether a statement of `sql` pins the session (see [`Classification::pins`]).
-fn pins(sql: &str) -> bool {
-    split_statements(sql)
-        .into_iter()
-        .any(|statement| matches!(session_effect(statement), SessionEffect::Pin(_)))
+/// Whether one statement pins the session (see [`Classification::pins`]).
+fn pins_session(statement: &str) -> bool {
+    matches!(session_effect(statement), SessionEffect::Pin(_))
 }
 
 /// One statement's verdict, before merging into a [`Classification`].
@@ -154,6 +144,22 @@ impl Verdict {
 
     /// Adds the verdict of a later statement: any write makes it write, the
     /// first transaction control counts, functions are kept once each.
+    /// The classification of `sql`, whose statements merged into this
+    /// verdict; `pins` as found for them.
+    fn into_classification(mut self, sql: &str, pins: bool) -> Classification {
+        if self.writes {
+            self.functions.clear();
+        }
+        Classification {
+            writes: self.writes,
+            unparsed: self.unparsed,
+            functions: self.functions,
+            transaction: self.transaction,
+            hint: find_hint(sql),
+            pins,
+        }
+    }
+
     fn merge(&mut self, other: Verdict) {
         self.writes |= other.writes;
         self.unparsed |= other.unparsed;
