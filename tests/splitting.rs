@@ -22,7 +22,10 @@ async fn on_replica(client: &Client, prefix: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_to_replicas_and_writes_to_the_primary() {
-    let addr = start_proxy("routing: { sticky_after_write: 0s }\n");
+    // Reads right after a write wait for a replica to replay it rather
+    // than fall back to the primary (the default `ryw_wait` is 0), so the
+    // routing asserted here does not race replication.
+    let addr = start_proxy("routing: { sticky_after_write: 0s, ryw_wait: 2s }\n");
     let client = connect(addr).await;
     for _ in 0..5 {
         assert!(on_replica(&client, "").await);
