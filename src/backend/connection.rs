@@ -8,7 +8,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -288,6 +288,28 @@ impl ServerConnection {
     pub fn next_buffered(&mut self) -> io::Result<Option<Frame>> {
         frame::decode(&mut self.read_buf, self.max_message_size)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Moves the whole messages at the front of the read buffer that
+    /// `accept` takes (by tag and body) to `out` in one copy, stopping at
+    /// the first one it refuses or that is incomplete or malformed (left
+    /// for [`next_buffered`](Self::next_buffered)). Rows and most other
+    /// replies need nothing but forwarding: this spares them a [`Frame`] each.
+    pub fn forward_run(&mut self, out: &mut BytesMut, mut accept: impl FnMut(u8, &[u8]) -> bool) {
+        let mut end = 0;
+        while let Ok(Some(size)) =
+            frame::whole_message_len(&self.read_buf[end..], self.max_message_size)
+        {
+            let message = &self.read_buf[end..end + size];
+            if !accept(message[0], &message[5..]) {
+                break;
+            }
+            end += size;
+        }
+        if end > 0 {
+            out.extend_from_slice(&self.read_buf[..end]);
+            self.read_buf.advance(end);
+        }
     }
 
     /// Reads more bytes from the server. Cancel-safe, so it can sit in a

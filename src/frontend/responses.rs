@@ -85,6 +85,24 @@ impl ResponseQueue {
         self.queue.is_empty()
     }
 
+    /// Whether a server message with `tag` may go straight to the client
+    /// as far as this queue is concerned: the front entry waits for replies
+    /// that pgsplit only relays. Pops the entry the message completes.
+    pub fn relays(&mut self, tag: u8) -> bool {
+        match self.queue.front() {
+            None | Some(Expected::Query | Expected::Sync) => true,
+            Some(Expected::Reply { ends_with, .. }) => {
+                if ends_with.contains(&tag) {
+                    self.queue.pop_front();
+                }
+                true
+            }
+            Some(Expected::Synthetic(_) | Expected::Injected { .. } | Expected::CommitPosition) => {
+                false
+            }
+        }
+    }
+
     /// Takes the synthetic replies that are due now (nothing is owed
     /// before them), in order.
     pub fn take_due_synthetic(&mut self, mut emit: impl FnMut(Bytes)) {
@@ -166,6 +184,22 @@ mod tests {
         assert_eq!(q.skip_to_sync(), vec![stmt]);
         assert_eq!(q.front(), Some(&Expected::Sync));
         assert_eq!(q.outstanding_ready(), 1);
+    }
+
+    #[test]
+    fn relays_client_replies_and_stops_at_pgsplits_own() {
+        let mut q = ResponseQueue::default();
+        q.push(Expected::reply_to(b'B'));
+        q.push(Expected::Synthetic(Bytes::from_static(b"x")));
+        q.push(Expected::Query);
+        assert!(q.relays(b'2'), "BindComplete ends the Bind's reply");
+        assert!(!q.relays(b'T'), "pgsplit's reply is due first");
+        q.pop();
+        assert!(q.relays(b'D'));
+        assert_eq!(q.front(), Some(&Expected::Query), "rows do not end a query");
+        q.push(Expected::CommitPosition);
+        q.pop();
+        assert!(!q.relays(b'D'), "the commit position is pgsplit's to read");
     }
 
     #[test]

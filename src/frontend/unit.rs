@@ -33,6 +33,9 @@ pub struct UnitTraits {
     /// copy data after it, so pgsplit must not queue a query of its own
     /// behind the unit.
     pub may_copy: bool,
+    /// A statement changes or shows session state (see
+    /// [`Classification::touches_session`]).
+    pub touches_session: bool,
     pub hint: Option<Hint>,
 }
 
@@ -44,6 +47,7 @@ impl UnitTraits {
         // every later write of the session would reach a replica.
         self.writes |= class.writes || class.pins;
         self.unparsed |= class.unparsed;
+        self.touches_session |= class.touches_session;
         if !class.functions.iter().all(|f| function_is_read_only(f)) {
             self.writes_by_function = true;
         }

@@ -61,8 +61,17 @@ pub fn decode(buf: &mut BytesMut, max_size: usize) -> Result<Option<Frame>, Fram
     Ok(Some(Frame(buf.split_to(1 + length).freeze())))
 }
 
+/// The size of the message at the front of `buf`, tag and length included,
+/// if all of it is there; lets a caller walk a run of messages in place
+/// without taking each off as a [`Frame`].
+pub fn whole_message_len(buf: &[u8], max_size: usize) -> Result<Option<usize>, FrameError> {
+    Ok(peek_length(buf, max_size)?
+        .map(|length| 1 + length)
+        .filter(|&size| buf.len() >= size))
+}
+
 /// Validates the header at the front of `buf` and returns the length field.
-fn peek_length(buf: &BytesMut, max_size: usize) -> Result<Option<usize>, FrameError> {
+fn peek_length(buf: &[u8], max_size: usize) -> Result<Option<usize>, FrameError> {
     if buf.len() < 5 {
         return Ok(None);
     }
@@ -97,6 +106,15 @@ mod tests {
         assert!(second.body().is_empty());
         assert_eq!(decode(&mut buf, 1024).unwrap(), None);
         assert_eq!(&buf[..], b"Z\0\0");
+    }
+
+    #[test]
+    fn measures_only_whole_messages() {
+        let buf = b"Z\0\0\0\x05IC\0\0";
+        assert_eq!(whole_message_len(buf, 1024), Ok(Some(6)));
+        assert_eq!(whole_message_len(&buf[6..], 1024), Ok(None));
+        assert_eq!(whole_message_len(&buf[..5], 1024), Ok(None));
+        assert!(whole_message_len(b"D\0\0\0\x01", 1024).is_err());
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum SessionEffect {
     /// State bound to one server connection (temp table, LISTEN, ...); the
     /// string says what, for the log.
     Pin(&'static str),
+    /// `SHOW key` (lowercase): changes nothing, but pgsplit answers it
+    /// itself for its own parameters.
+    Show { key: String },
 }
 
 /// Session-level advisory lock functions; the `_xact_` ones end with the
@@ -54,6 +57,7 @@ pub fn session_effect(statement: &str) -> SessionEffect {
         "prepare",
         "create",
         "declare",
+        "show",
     ]
     .iter()
     .any(|k| first.is_keyword(k));
@@ -73,6 +77,8 @@ pub fn session_effect(statement: &str) -> SessionEffect {
             Some(key) => SessionEffect::Reset { key },
             None => SessionEffect::None,
         }
+    } else if first.is_keyword("show") {
+        setting_key(&words[1..]).map_or(SessionEffect::None, |key| SessionEffect::Show { key })
     } else if first.is_keyword("discard") && keyword(1, "all") {
         SessionEffect::DiscardAll
     } else if first.is_keyword("deallocate") {
@@ -104,15 +110,6 @@ pub fn session_effect(statement: &str) -> SessionEffect {
     } else {
         SessionEffect::None
     }
-}
-
-/// The parameter a `SHOW name` statement asks for (lowercase), if it is one.
-pub fn shown_setting(statement: &str) -> Option<String> {
-    let mut words = tokens(statement).map(|(_, t)| t);
-    if !words.next()?.is_keyword("show") {
-        return None;
-    }
-    setting_key(&words.collect::<Vec<Token>>())
 }
 
 /// The value a `SET name = value` / `SET name TO value` statement gives,
@@ -233,17 +230,21 @@ mod tests {
 
     #[test]
     fn show_names_its_parameter() {
+        let shown = |sql| match session_effect(sql) {
+            SessionEffect::Show { key } => Some(key),
+            _ => None,
+        };
         assert_eq!(
-            shown_setting("SHOW pgsplit.last_lsn").as_deref(),
+            shown("SHOW pgsplit.last_lsn").as_deref(),
             Some("pgsplit.last_lsn")
         );
         assert_eq!(
-            shown_setting("show \"PgSplit\".route").as_deref(),
+            shown("show \"PgSplit\".route").as_deref(),
             Some("PgSplit.route")
         );
-        assert_eq!(shown_setting("SHOW time zone").as_deref(), Some("timezone"));
-        assert_eq!(shown_setting("SELECT 1"), None);
-        assert_eq!(shown_setting("SHOW"), None);
+        assert_eq!(shown("SHOW time zone").as_deref(), Some("timezone"));
+        assert_eq!(shown("SELECT 1"), None);
+        assert_eq!(shown("SHOW"), None);
     }
 
     #[test]

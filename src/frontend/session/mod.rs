@@ -42,7 +42,7 @@ use crate::proxy::Shared;
 use crate::router::classify::{Classification, Hint, TransactionControl};
 use crate::router::{InFlight, Need, NoNode, SessionRoute};
 use crate::sql::lexer::split_statements;
-use crate::sql::session::{setting_value, shown_setting};
+use crate::sql::session::setting_value;
 use crate::sql::{query_text, quote_literal, session_effect, SessionEffect};
 
 /// Why a server connection could not take on the client's settings.
@@ -203,7 +203,7 @@ fn completion_tag(effect: &SessionEffect) -> Option<&'static [u8]> {
         SessionEffect::DiscardAll => Some(b"DISCARD ALL"),
         SessionEffect::Deallocate(Some(_)) => Some(b"DEALLOCATE"),
         SessionEffect::Deallocate(None) => Some(b"DEALLOCATE ALL"),
-        SessionEffect::None | SessionEffect::Pin(_) => None,
+        SessionEffect::None | SessionEffect::Pin(_) | SessionEffect::Show { .. } => None,
     }
 }
 
@@ -758,44 +758,58 @@ impl Session {
         if self.shared.config().log.queries {
             tracing::info!(query = %text, "query");
         }
-        let statements = split_statements(&text);
-        let effects: Vec<SessionEffect> = statements.iter().map(|s| session_effect(s)).collect();
         // A query pgsplit answers itself must not leave its plan behind for
         // the next one.
         let unit = self.unit.take();
-        if let [effect @ (SessionEffect::Set { key, .. } | SessionEffect::Reset { key })] =
-            effects.as_slice()
-        {
-            if is_pgsplit_parameter(key) {
+        // Mid-transaction no plan has looked at the query: classify it here.
+        let class = unit
+            .is_none()
+            .then(|| self.shared.classifier.classify(&text));
+        let touches_session = unit.map_or_else(
+            || class.as_ref().is_none_or(|c| c.touches_session),
+            |unit| unit.touches_session,
+        );
+        // Most texts have no session effect, and need no splitting here.
+        let effects: Vec<SessionEffect> = if touches_session {
+            split_statements(&text)
+                .iter()
+                .map(|s| session_effect(s))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        match effects.as_slice() {
+            [effect @ (SessionEffect::Set { key, .. } | SessionEffect::Reset { key })]
+                if is_pgsplit_parameter(key) =>
+            {
                 let (key, effect) = (key.clone(), effect.clone());
                 self.set_pgsplit_parameter(&key, &effect);
                 return;
             }
-        }
-        if let [statement] = statements.as_slice() {
-            if let Some(name) = shown_setting(statement).filter(|n| is_pgsplit_parameter(n)) {
-                self.show_pgsplit_parameter(&name);
+            [SessionEffect::Show { key }] if is_pgsplit_parameter(key) => {
+                let key = key.clone();
+                self.show_pgsplit_parameter(&key);
                 return;
             }
-        }
-        if let [SessionEffect::Deallocate(Some(name))] = effects.as_slice() {
-            if self.transaction_status != b'E' && self.statements.remove(name.as_bytes()) {
+            [SessionEffect::Deallocate(Some(name))]
+                if self.transaction_status != b'E' && self.statements.remove(name.as_bytes()) =>
+            {
                 self.reply(messages::command_complete("DEALLOCATE"));
                 let status = self.client_status();
                 self.reply(messages::ready_for_query(status));
                 return;
             }
+            _ => {}
         }
         self.unit = unit;
-        if self.defer_begin(&frame, effects.len()) {
+        if self.defer_begin(&frame, &text) {
             return;
         }
         let planned = self.server.is_none();
         if !self.ensure_server(b'Q').await {
             return;
         }
-        if !planned {
-            let class = self.shared.classifier.classify(&text);
+        if let Some(class) = class.filter(|_| !planned) {
             self.note_class(&class);
         }
         for effect in effects {

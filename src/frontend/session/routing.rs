@@ -103,16 +103,17 @@ impl Session {
         }
     }
 
-    /// Answers a lone read-write `BEGIN` without a server, when the session
-    /// might still turn out read-only; `true` if it did.
-    pub(super) fn defer_begin(&mut self, frame: &Frame, statements: usize) -> bool {
+    /// Answers a lone read-write `BEGIN` (the query `text` of `frame`)
+    /// without a server, when the session might still turn out read-only;
+    /// `true` if it did.
+    pub(super) fn defer_begin(&mut self, frame: &Frame, text: &str) -> bool {
         let deferrable = self.server.is_none()
             && self.deferred_begin.is_none()
-            && statements == 1
             && self.route.route != Route::Primary
             && self
                 .unit
-                .is_some_and(|unit| unit.begins_read_write && !unit.wrote() && unit.hint.is_none());
+                .is_some_and(|unit| unit.begins_read_write && !unit.wrote() && unit.hint.is_none())
+            && split_statements(text).len() == 1;
         if !deferrable || self.read_only_session() {
             return false;
         }

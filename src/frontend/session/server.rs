@@ -22,9 +22,30 @@ fn relayed_error(frame: &Frame) -> PgError {
     PgError::error(code, format!("server connection lost: {message}"))
 }
 
+/// Whether a server message (other than a notice or notification) needs
+/// nothing from the session but forwarding, when no pgsplit reply is due:
+/// not a parameter change, an error, the start of COPY FROM STDIN or the
+/// end of a request, and not a completion that settles a session effect or
+/// reports a rollback. The rest go through [`Session::on_server_message`].
+fn is_relayed_as_is(tag: u8, body: &[u8], effects_pending: bool) -> bool {
+    match tag {
+        b'S' | b'E' | b'G' | b'Z' => false,
+        b'C' => !effects_pending && body != b"ROLLBACK\0",
+        _ => true,
+    }
+}
+
 impl Session {
+    /// Handles what the server sent: runs of plain replies are copied to
+    /// the client as they are, the rest message by message.
     pub(super) fn process_server_input(&mut self) {
         while let Some(server) = self.server.as_mut() {
+            let expected = &mut self.expected;
+            let effects_pending = !self.effects_in_flight.is_empty();
+            server.forward_run(&mut self.client_out, |tag, body| {
+                matches!(tag, b'N' | b'A')
+                    || (is_relayed_as_is(tag, body, effects_pending) && expected.relays(tag))
+            });
             match server.next_buffered() {
                 Ok(Some(frame)) => self.on_server_message(frame),
                 Ok(None) => break,

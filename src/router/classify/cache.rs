@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::sync::lock;
 
 use super::lexical::lexical;
-use super::{classify, pins_session, Classification};
+use super::{classify, Classification, SessionUse};
 
 /// Texts longer than this are classified every time rather than cached, so
 /// that a few huge generated statements cannot fill memory.
@@ -165,5 +165,5 @@ fn quick_classification(sql: &str) -> Option<Classification> {
         return None;
     }
     let verdict = lexical(statement)?;
-    Some(verdict.into_classification(sql, pins_session(statement)))
+    Some(verdict.into_classification(sql, SessionUse::of(statement)))
 }

@@ -57,6 +57,10 @@ pub struct Classification {
     /// temporary table, `LISTEN`, ...). It pins the session, so it must be
     /// made on the primary: the session's later writes will go there too.
     pub pins: bool,
+    /// Some statement has a [`SessionEffect`] (`SET`, `SHOW`, `DEALLOCATE`,
+    /// a pinning one, ...), so the session must look at the statements one
+    /// by one; for all other texts it need not split them at all.
+    pub touches_session: bool,
 }
 
 /// Transaction control seen in a query string.
@@ -88,17 +92,35 @@ pub enum Hint {
 /// Pure and uncached: see [`ClassificationCache`] for the cached form.
 pub fn classify(sql: &str) -> Classification {
     let mut verdict = Verdict::read();
-    let mut pins = false;
+    let mut session = SessionUse::default();
     for statement in split_statements(sql) {
         verdict.merge(classify_statement(statement));
-        pins |= pins_session(statement);
+        session.merge(SessionUse::of(statement));
     }
-    verdict.into_classification(sql, pins)
+    verdict.into_classification(sql, session)
 }
 
-/// Whether one statement pins the session (see [`Classification::pins`]).
-fn pins_session(statement: &str) -> bool {
-    matches!(session_effect(statement), SessionEffect::Pin(_))
+/// What a text's statements mean for the client session: the
+/// [`Classification::pins`] and [`Classification::touches_session`] flags.
+#[derive(Debug, Default, Clone, Copy)]
+struct SessionUse {
+    pins: bool,
+    touches: bool,
+}
+
+impl SessionUse {
+    fn of(statement: &str) -> SessionUse {
+        let effect = session_effect(statement);
+        SessionUse {
+            pins: matches!(effect, SessionEffect::Pin(_)),
+            touches: effect != SessionEffect::None,
+        }
+    }
+
+    fn merge(&mut self, other: SessionUse) {
+        self.pins |= other.pins;
+        self.touches |= other.touches;
+    }
 }
 
 /// One statement's verdict, before merging into a [`Classification`].
@@ -142,11 +164,9 @@ impl Verdict {
         }
     }
 
-    /// Adds the verdict of a later statement: any write makes it write, the
-    /// first transaction control counts, functions are kept once each.
     /// The classification of `sql`, whose statements merged into this
-    /// verdict; `pins` as found for them.
-    fn into_classification(mut self, sql: &str, pins: bool) -> Classification {
+    /// verdict, and what they mean for the session.
+    fn into_classification(mut self, sql: &str, session: SessionUse) -> Classification {
         if self.writes {
             self.functions.clear();
         }
@@ -156,10 +176,13 @@ impl Verdict {
             functions: self.functions,
             transaction: self.transaction,
             hint: find_hint(sql),
-            pins,
+            pins: session.pins,
+            touches_session: session.touches,
         }
     }
 
+    /// Adds the verdict of a later statement: any write makes it write, the
+    /// first transaction control counts, functions are kept once each.
     fn merge(&mut self, other: Verdict) {
         self.writes |= other.writes;
         self.unparsed |= other.unparsed;

@@ -868,3 +868,24 @@ fn session_pinning_statements_are_marked_on_every_path() {
         assert!(!cache.classify(sql).pins, "{sql}");
     }
 }
+
+#[test]
+fn texts_the_session_must_look_into_are_marked_on_every_path() {
+    let cache = ClassificationCache::new(10);
+    for sql in [
+        "SET search_path = a",
+        "SHOW pgsplit.route",
+        "select 1; RESET ALL",
+        "DEALLOCATE p",
+        "LISTEN jobs",
+    ] {
+        assert!(classify(sql).touches_session, "{sql}");
+        assert!(cache.classify(sql).touches_session, "{sql}");
+        assert!(cache.classify_repeating(sql).touches_session, "{sql}");
+    }
+    for sql in ["SELECT 1", "INSERT INTO t VALUES (1); SELECT 2", "BEGIN"] {
+        assert!(!classify(sql).touches_session, "{sql}");
+        assert!(!cache.classify(sql).touches_session, "{sql}");
+        assert!(!cache.classify_repeating(sql).touches_session, "{sql}");
+    }
+}
