@@ -373,14 +373,15 @@ impl ServerConnection {
         self.read_buf.is_empty() && is_quiet(&self.stream)
     }
 
-    /// How long ago the connection was opened.
-    pub fn age(&self) -> Duration {
-        self.created.elapsed()
+    /// How long before `now` the connection was opened (`now` is passed
+    /// in so that one clock read serves several checks).
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.created)
     }
 
-    /// How long it has sat unused in the pool.
-    pub fn idle_time(&self) -> Duration {
-        self.last_used.elapsed()
+    /// How long before `now` it was last returned to the pool.
+    pub fn idle_time(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_used)
     }
 
     /// Marks the connection as just used (on return to the pool).

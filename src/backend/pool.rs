@@ -177,7 +177,9 @@ impl Pool {
     }
 
     fn is_reusable(&self, conn: &ServerConnection) -> bool {
-        conn.age() < self.settings.max_lifetime && conn.idle_time() < self.settings.idle_timeout
+        let now = Instant::now();
+        conn.age(now) < self.settings.max_lifetime
+            && conn.idle_time(now) < self.settings.idle_timeout
     }
 
     /// Its current numbers.

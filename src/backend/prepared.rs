@@ -26,8 +26,11 @@ impl PreparedSet {
 
     /// Records `name` as prepared (and used); `true` if it is new.
     pub fn insert(&mut self, name: &str) -> bool {
-        self.clock += 1;
-        self.last_used.insert(name.to_owned(), self.clock).is_none()
+        if self.contains(name) {
+            return false;
+        }
+        self.last_used.insert(name.to_owned(), self.clock);
+        true
     }
 
     /// Forgets `name` (its `Parse` failed, or it was closed).

@@ -6,12 +6,18 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// Builds one message: tag, length (patched in afterwards) and body.
 fn build(tag: u8, body: impl FnOnce(&mut BytesMut)) -> Bytes {
     let mut buf = BytesMut::with_capacity(64);
-    buf.put_u8(tag);
-    buf.put_i32(0);
-    body(&mut buf);
-    let length = (buf.len() - 1) as i32;
-    buf[1..5].copy_from_slice(&length.to_be_bytes());
+    put_message(&mut buf, tag, body);
     buf.freeze()
+}
+
+/// Appends a message to `out`, its length filled in after the body.
+fn put_message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    out.put_u8(tag);
+    out.put_i32(0);
+    body(out);
+    let length = (out.len() - start - 1) as i32;
+    out[start + 1..start + 5].copy_from_slice(&length.to_be_bytes());
 }
 
 fn put_cstr(buf: &mut BytesMut, s: &[u8]) {
@@ -169,7 +175,15 @@ pub fn execute_unnamed() -> Bytes {
 
 /// `Bind` with the statement name replaced; `rest` is everything after it.
 pub fn bind_renamed(portal: &[u8], statement: &str, rest: &[u8]) -> Bytes {
-    build(b'B', |b| {
+    let mut buf = BytesMut::with_capacity(64);
+    put_bind_renamed(&mut buf, portal, statement, rest);
+    buf.freeze()
+}
+
+/// [`bind_renamed`] appended to `out`: sent on every execution of a
+/// pooled prepared statement, so it is written in place.
+pub fn put_bind_renamed(out: &mut BytesMut, portal: &[u8], statement: &str, rest: &[u8]) {
+    put_message(out, b'B', |b| {
         put_cstr(b, portal);
         put_cstr(b, statement.as_bytes());
         b.put_slice(rest);
@@ -324,6 +338,21 @@ mod tests {
         assert_eq!(
             (portal, statement, rest),
             (&b""[..], &b"pgsplit_1"[..], &b"\0\0\0\0\0\0"[..])
+        );
+    }
+
+    #[test]
+    fn messages_appended_to_a_buffer_carry_their_own_length() {
+        let mut out = BytesMut::from(&sync()[..]);
+        put_bind_renamed(&mut out, b"p", "pgsplit_2", b"\0\0\0\0\0\0");
+        assert_eq!(&out[..5], &sync()[..]);
+        assert_eq!(
+            out[5..],
+            bind_renamed(b"p", "pgsplit_2", b"\0\0\0\0\0\0")[..]
+        );
+        assert_eq!(
+            i32::from_be_bytes([out[6], out[7], out[8], out[9]]) as usize,
+            out.len() - 6
         );
     }
 

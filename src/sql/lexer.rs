@@ -35,7 +35,8 @@ pub fn tokens(sql: &str) -> Tokens<'_> {
     Tokens { sql, pos: 0 }
 }
 
-fn is_ident_start(c: u8) -> bool {
+/// Whether `c` may start an unquoted identifier or keyword.
+pub fn is_ident_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
 }
 
@@ -45,7 +46,8 @@ pub fn is_sql_whitespace(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
 }
 
-fn is_ident_char(c: u8) -> bool {
+/// Whether `c` may continue an unquoted identifier or keyword.
+pub fn is_ident_char(c: u8) -> bool {
     IDENT_CHARS[usize::from(c)]
 }
 
@@ -76,7 +78,7 @@ const fn byte_class(extra: &[u8], word_bytes: bool) -> [bool; 256] {
 }
 
 /// The end of the run of bytes from `from` on that satisfy `in_run`.
-fn run_end(bytes: &[u8], from: usize, in_run: impl Fn(u8) -> bool) -> usize {
+pub fn run_end(bytes: &[u8], from: usize, in_run: impl Fn(u8) -> bool) -> usize {
     let rest = bytes.get(from..).unwrap_or_default();
     from + rest.iter().position(|&c| !in_run(c)).unwrap_or(rest.len())
 }

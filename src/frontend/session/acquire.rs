@@ -26,13 +26,12 @@ impl Session {
             self.shared.wait_while_paused().await;
         }
         let router = self.shared.router.clone();
-        let config = self.shared.config();
+        let config = &self.config;
         let deadline = Instant::now() + config.failover.client_wait;
         // In manual mode no primary comes back unless an operator acts:
         // writes fail at once instead of waiting for one (a switchover or
         // promotion already under way is still waited for).
         let new_primary_may_come = config.failover.mode != FailoverMode::Manual;
-        drop(config);
         let wait = || async {
             if Instant::now() + PRIMARY_POLL > deadline {
                 return false;

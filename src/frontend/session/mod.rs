@@ -32,8 +32,7 @@ use super::statements::{ClientStatements, PreparedStatement};
 use super::stream::ClientStream;
 use super::unit::{self, Lookahead, UnitTraits};
 use crate::backend::{CheckoutError, CheckoutLimits, ConnectError, Pool, PooledConnection};
-use crate::config::Route;
-use crate::config::{Consistency, PoolMode, Role};
+use crate::config::{Config, Consistency, PoolMode, Role, Route};
 use crate::metrics::NodeCounters;
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, error_fields};
@@ -88,6 +87,9 @@ enum End {
 /// The state of one client session.
 pub struct Session {
     shared: Arc<Shared>,
+    /// The configuration in force, picked up once per batch of client
+    /// input: the hot path reads a plain `Arc`, not the shared `ArcSwap`.
+    config: Arc<Config>,
     client: ClientStream,
     client_in: BytesMut,
     client_out: BytesMut,
@@ -257,6 +259,7 @@ impl Session {
             .cloned()
             .partition(|(name, _)| is_pgsplit_parameter(name));
         let mut session = Session {
+            config: Arc::clone(&shared.config()),
             settings: SessionSettings::from_startup(&server_parameters),
             client: login.stream,
             client_in: login.buffered,
@@ -323,8 +326,16 @@ impl Session {
         session.close().await;
     }
 
+    /// Takes on a reloaded configuration, if there is one.
+    fn refresh_config(&mut self) {
+        let current = self.shared.config();
+        if !Arc::ptr_eq(&current, &self.config) {
+            self.config = Arc::clone(&current);
+        }
+    }
+
     fn pool_mode(&self) -> PoolMode {
-        self.shared.config().pool.mode
+        self.config.pool.mode
     }
 
     /// Sends what a server sends after authentication. The first server
@@ -404,10 +415,9 @@ impl Session {
                 .pool_for(node, &self.database, &self.user)
                 .ok_or(CheckoutError::NoSuchNode(node))?,
         };
-        let config = self.shared.config();
         let limits = CheckoutLimits {
-            wait: config.query_wait_timeout,
-            login_retry: config.server_login_retry,
+            wait: self.config.query_wait_timeout,
+            login_retry: self.config.server_login_retry,
         };
         pool.checkout(limits).await
     }
@@ -470,7 +480,7 @@ impl Session {
         self.shutting_down = *shutdown.borrow_and_update();
         let stop = shutdown.changed();
         tokio::pin!(stop);
-        let limits = idle::IdleLimits::from_config(&self.shared.config());
+        let limits = idle::IdleLimits::from_config(&self.config);
         // Without idle limits the clock is never read and the timer never fires.
         let idle_limits = limits.any();
         let mut last_activity = Instant::now();
@@ -575,7 +585,8 @@ impl Session {
     }
 
     async fn process_client_input(&mut self) -> Result<(), End> {
-        let limit = self.shared.config().max_message_size;
+        self.refresh_config();
+        let limit = self.config.max_message_size;
         loop {
             if !self.plan_unit() {
                 break;
@@ -753,10 +764,12 @@ impl Session {
     }
 
     async fn on_query(&mut self, frame: Frame) {
-        let text = frame.body().strip_suffix(b"\0").unwrap_or(frame.body());
-        let text = query_text(text);
-        if self.shared.config().log.queries {
-            tracing::info!(query = %text, "query");
+        let sql = frame.body().strip_suffix(b"\0").unwrap_or(frame.body());
+        // Made a `str` only where needed: a planned query without session
+        // effects needs no text at all here.
+        let text = || query_text(sql);
+        if self.config.log.queries {
+            tracing::info!(query = %text(), "query");
         }
         // A query pgsplit answers itself must not leave its plan behind for
         // the next one.
@@ -764,14 +777,14 @@ impl Session {
         // Mid-transaction no plan has looked at the query: classify it here.
         let class = unit
             .is_none()
-            .then(|| self.shared.classifier.classify(&text));
+            .then(|| self.shared.classifier.classify(&text()));
         let touches_session = unit.map_or_else(
             || class.as_ref().is_none_or(|c| c.touches_session),
             |unit| unit.touches_session,
         );
         // Most texts have no session effect, and need no splitting here.
         let effects: Vec<SessionEffect> = if touches_session {
-            split_statements(&text)
+            split_statements(&text())
                 .iter()
                 .map(|s| session_effect(s))
                 .collect()
@@ -802,7 +815,7 @@ impl Session {
             _ => {}
         }
         self.unit = unit;
-        if self.defer_begin(&frame, &text) {
+        if self.defer_begin(&frame, sql) {
             return;
         }
         let planned = self.server.is_none();
@@ -831,11 +844,9 @@ impl Session {
     /// Runs `sql` on a connection about to go back to the pool; `false`
     /// when it failed or took too long, and the connection must be closed.
     async fn clean_up(&self, server: &mut PooledConnection, sql: &str) -> bool {
-        let outcome = tokio::time::timeout(
-            self.shared.config().server_connect_timeout,
-            server.run_silently(sql),
-        )
-        .await;
+        let outcome =
+            tokio::time::timeout(self.config.server_connect_timeout, server.run_silently(sql))
+                .await;
         matches!(outcome, Ok(Ok(None)))
     }
 

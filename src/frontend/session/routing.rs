@@ -84,7 +84,7 @@ impl Session {
     /// this round trip is rare). Runs on an idle connection, before the
     /// unit's messages, so nothing in flight can refer to them.
     pub(super) async fn trim_prepared(&self, server: &mut PooledConnection) -> io::Result<()> {
-        let limit = self.shared.config().pool.max_prepared_statements;
+        let limit = self.config.pool.max_prepared_statements;
         if server.prepared.len() <= limit {
             return Ok(());
         }
@@ -103,17 +103,17 @@ impl Session {
         }
     }
 
-    /// Answers a lone read-write `BEGIN` (the query `text` of `frame`)
+    /// Answers a lone read-write `BEGIN` (the query `sql` of `frame`)
     /// without a server, when the session might still turn out read-only;
     /// `true` if it did.
-    pub(super) fn defer_begin(&mut self, frame: &Frame, text: &str) -> bool {
+    pub(super) fn defer_begin(&mut self, frame: &Frame, sql: &[u8]) -> bool {
         let deferrable = self.server.is_none()
             && self.deferred_begin.is_none()
             && self.route.route != Route::Primary
             && self
                 .unit
                 .is_some_and(|unit| unit.begins_read_write && !unit.wrote() && unit.hint.is_none())
-            && split_statements(text).len() == 1;
+            && split_statements(&query_text(sql)).len() == 1;
         if !deferrable || self.read_only_session() {
             return false;
         }
@@ -157,7 +157,7 @@ impl Session {
             &self.statements,
             self.unnamed_class.as_ref(),
             &read_only,
-            shared.config().max_message_size,
+            self.config.max_message_size,
         ) {
             Lookahead::Planned(traits) => {
                 self.unit = Some(traits);

@@ -11,7 +11,7 @@ impl Session {
             return Err(malformed("Parse"));
         };
         let query = query_text(parse.query);
-        if self.shared.config().log.queries {
+        if self.config.log.queries {
             tracing::info!(query = %query, "parse");
         }
         let effect = session_effect(&query);
@@ -140,11 +140,7 @@ impl Session {
         self.note_class(&statement.class);
         if self.ensure_server(b'B').await {
             self.ensure_prepared(&statement);
-            self.server_out.extend_from_slice(&messages::bind_renamed(
-                portal,
-                &statement.server_name,
-                rest,
-            ));
+            messages::put_bind_renamed(&mut self.server_out, portal, &statement.server_name, rest);
             self.expected.push(Expected::reply_to(b'B'));
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! The keyword fast path: statements settled by their tokens alone.
 
 use super::{TransactionControl, Verdict};
-use crate::sql::lexer::{tokens, Token};
+use crate::sql::lexer::{is_ident_char, is_ident_start, is_sql_whitespace, run_end, tokens, Token};
 
 /// Lowercases a short ASCII word into `buf`; `None` if it cannot be a keyword
 /// this module knows (too long or not ASCII).
@@ -19,20 +19,26 @@ pub(super) fn lower_keyword<'b>(word: &str, buf: &'b mut [u8; 16]) -> Option<&'b
 
 /// Settles a statement from its tokens alone, or `None` when it needs a parse.
 pub(super) fn lexical(statement: &str) -> Option<Verdict> {
-    let mut words = tokens(statement).map(|(_, token)| token).peekable();
+    let mut words = tokens(statement).peekable();
     let mut parenthesised = false;
-    while words.next_if_eq(&Token::Symbol('(')).is_some() {
+    while words.next_if(|(_, t)| *t == Token::Symbol('(')).is_some() {
         parenthesised = true;
     }
-    let Some(Token::Word(first)) = words.next() else {
+    let Some((at, Token::Word(first))) = words.next() else {
         return None;
     };
+    let mut words = words.map(|(_, token)| token);
     let mut buf = [0u8; 16];
     let keyword = lower_keyword(first, &mut buf)?;
     if parenthesised && !matches!(keyword, "select" | "values" | "table") {
         return None;
     }
+    // String patterns are tried in order: the most frequent comes first.
     match keyword {
+        "select" | "values" | "table" => {
+            let rest = &statement[at + first.len()..];
+            return plain_select_text(rest).then(Verdict::read);
+        }
         "insert" | "update" | "delete" | "merge" | "create" | "alter" | "drop" | "truncate"
         | "grant" | "revoke" | "comment" | "lock" | "call" | "do" | "vacuum" | "analyze"
         | "analyse" | "reindex" | "cluster" | "refresh" | "security" | "import" | "checkpoint"
@@ -41,7 +47,6 @@ pub(super) fn lexical(statement: &str) -> Option<Verdict> {
         }
         "show" | "reset" | "discard" | "deallocate" | "fetch" | "move" | "close" | "savepoint"
         | "release" | "load" => return Some(Verdict::read()),
-        "select" | "values" | "table" => return plain_select(words).then(Verdict::read),
         // Without ANALYZE, EXPLAIN plans but does not run the statement.
         "explain" => {
             return (!words.any(|t| t.is_keyword("analyze") || t.is_keyword("analyse")))
@@ -78,14 +83,75 @@ pub(super) fn lexical(statement: &str) -> Option<Verdict> {
 
 /// Words before `(` that do not make it a function call (reserved keywords
 /// that cannot name a function); the parenthesised part is scanned anyway.
-pub(super) fn opens_no_call(word: &str) -> bool {
+pub(super) fn opens_no_call(word: &[u8]) -> bool {
     #[rustfmt::skip]
     const KEYWORDS: [&str; 26] = [
         "all", "and", "any", "array", "case", "cast", "distinct", "else", "except", "exists",
         "from", "in", "intersect", "lateral", "not", "on", "or", "row", "select", "some", "then",
         "union", "using", "values", "when", "where",
     ];
-    KEYWORDS.iter().any(|k| word.eq_ignore_ascii_case(k))
+    KEYWORDS
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
+}
+
+/// [`plain_select`] of a text: scanned byte by byte when nothing in it needs
+/// the tokenizer (the usual case), otherwise token by token.
+pub(super) fn plain_select_text(rest: &str) -> bool {
+    plain_select_bytes(rest.as_bytes())
+        .unwrap_or_else(|| plain_select(tokens(rest).map(|(_, t)| t)))
+}
+
+/// The answer of [`plain_select`] in one pass over the bytes, or `None` at
+/// the first byte that needs the tokenizer: a quote (literal or quoted
+/// identifier), a comment, or a `$` that does not start a parameter.
+fn plain_select_bytes(text: &[u8]) -> Option<bool> {
+    // The word right before, unless something else came after it.
+    let mut previous_word: Option<&[u8]> = None;
+    let mut at = 0;
+    while let Some(&c) = text.get(at) {
+        if is_ident_start(c) {
+            let end = run_end(text, at + 1, is_ident_char);
+            let word = &text[at..end];
+            let stops = match word.len() {
+                3 => word.eq_ignore_ascii_case(b"for"),
+                4 => word.eq_ignore_ascii_case(b"into") || word.eq_ignore_ascii_case(b"with"),
+                _ => false,
+            };
+            if stops {
+                return Some(false);
+            }
+            previous_word = Some(word);
+            at = end;
+            continue;
+        }
+        let next = text.get(at + 1).copied();
+        match c {
+            c if is_sql_whitespace(c) => {
+                at += 1;
+                continue;
+            }
+            b'\'' | b'"' => return None,
+            b'-' if next == Some(b'-') => return None,
+            b'/' if next == Some(b'*') => return None,
+            b'$' if !next.is_some_and(|n| n.is_ascii_digit()) => return None,
+            b'(' if previous_word.is_some_and(|w| !opens_no_call(w)) => return Some(false),
+            // A number is one token, however long; a parameter is `$` and digits.
+            b'0'..=b'9' | b'$' => {
+                let digits_only = c == b'$';
+                at = run_end(text, at + 1, |c| {
+                    c.is_ascii_digit()
+                        || (!digits_only && (c.is_ascii_alphanumeric() || c == b'.' || c == b'_'))
+                });
+                previous_word = None;
+                continue;
+            }
+            _ => {}
+        }
+        previous_word = None;
+        at += 1;
+    }
+    Some(true)
 }
 
 /// True when the rest of a `SELECT`/`VALUES`/`TABLE` has none of `INTO`,
@@ -103,7 +169,7 @@ pub(super) fn plain_select<'a>(rest: impl Iterator<Item = Token<'a>>) -> bool {
                 return false
             }
             Token::Symbol('(') => match previous {
-                Some(Token::Word(w)) if !opens_no_call(w) => return false,
+                Some(Token::Word(w)) if !opens_no_call(w.as_bytes()) => return false,
                 Some(Token::QuotedIdent(_)) => return false,
                 _ => {}
             },
@@ -172,4 +238,37 @@ pub(super) fn falsy(value: &str) -> bool {
     ["off", "false", "no", "0", "f", "n"]
         .iter()
         .any(|v| value.eq_ignore_ascii_case(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_scan_settles_usual_selects_and_leaves_quotes_to_the_tokenizer() {
+        let scan = |sql: &str| plain_select_bytes(sql.as_bytes());
+        assert_eq!(scan(" abalance FROM t WHERE aid = 4711"), Some(true));
+        assert_eq!(scan(" * FROM t WHERE a IN (1, 2) AND b = $1"), Some(true));
+        assert_eq!(scan(" count(*) FROM t"), Some(false));
+        assert_eq!(scan(" s.f (1)"), Some(false));
+        assert_eq!(scan(" a FROM t FOR UPDATE"), Some(false));
+        assert_eq!(scan(" 1 INTO x"), Some(false));
+        assert_eq!(scan(" a FROM t WHERE b = 'x'"), None);
+        assert_eq!(scan(" \"f\"(1)"), None);
+        assert_eq!(scan(" 1 -- into"), None);
+        assert_eq!(scan(" $$x$$"), None);
+    }
+
+    proptest::proptest! {
+        /// Whenever the byte scan answers, the tokenizer agrees.
+        #[test]
+        fn byte_scan_agrees_with_the_tokens(
+            sql in r#"( |\(|\)|,|\.|=|-|/|\*|'|"|\$|\$1|1|1e5|é|into|for|with|In|select|f|x_1|a\$b|\t)*"#
+        ) {
+            if let Some(answer) = plain_select_bytes(sql.as_bytes()) {
+                let by_tokens = plain_select(tokens(&sql).map(|(_, t)| t));
+                proptest::prop_assert_eq!(answer, by_tokens, "{}", sql);
+            }
+        }
+    }
 }
