@@ -1033,3 +1033,55 @@ async fn error_free_transactions_match_postgres() {
     })
     .await;
 }
+
+/// Runs a simple query that returns no rows and checks it succeeded.
+async fn run_command(stream: &mut TcpStream, sql: &str) {
+    send(stream, &query(sql)).await;
+    let reply = read_until_ready(stream).await;
+    let summary: Vec<String> = reply.iter().map(describe).collect();
+    assert!(reply.iter().all(|m| m.0 != b'E'), "{sql:?}: {summary:?}");
+}
+
+/// A raw trust client whose transactions all go to the primary.
+async fn login_trust_on_primary() -> TcpStream {
+    let mut stream = login_trust().await;
+    run_command(&mut stream, "SET pgsplit.route TO primary").await;
+    stream
+}
+
+/// `SET search_path TO value` on `client` is tracked: another client takes
+/// the server connection it just used (the pool hands out the most
+/// recently used one first) and holds it, and `client` still sees its
+/// setting on the connection it gets next.
+async fn assert_setting_follows(client: &mut TcpStream, value: &str) {
+    run_command(client, &format!("SET search_path TO {value}")).await;
+    let mut other = login_trust_on_primary().await;
+    run_command(&mut other, "BEGIN").await;
+    assert_eq!(query_value(client, "SHOW search_path").await, value);
+    run_command(&mut other, "ROLLBACK").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_sent_after_requests_answered_without_a_server_are_tracked() {
+    // A bare Flush needs no server connection.
+    let mut client = login_trust_on_primary().await;
+    send(&mut client, &message(b'H', b"")).await;
+    assert_setting_follows(&mut client, "after_flush").await;
+
+    // A request refused because the session's transaction lost its server.
+    let mut client = login_trust_on_primary().await;
+    run_command(&mut client, "BEGIN").await;
+    let pid = query_value(&mut client, "SELECT pg_backend_pid()::text").await;
+    common::primary_sql(&format!("SELECT pg_terminate_backend({pid})"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(&mut client, &query("SELECT 1")).await;
+    expect_error(
+        &mut client,
+        "57P01",
+        "query after the server was terminated",
+    )
+    .await;
+    let ready = read_message(&mut client).await.expect("ReadyForQuery");
+    assert_eq!(describe(&ready), "Z I", "the lost transaction is over");
+    assert_setting_follows(&mut client, "after_lost_server").await;
+}

@@ -87,7 +87,9 @@ impl ResponseQueue {
 
     /// Whether a server message with `tag` may go straight to the client
     /// as far as this queue is concerned: the front entry waits for replies
-    /// that pgsplit only relays. Pops the entry the message completes.
+    /// that pgsplit only relays. Pops the `Reply` entry the message
+    /// completes. Not for `ReadyForQuery`, which always needs the session
+    /// (it ends `Query` and `Sync` entries, which this leaves in place).
     pub fn relays(&mut self, tag: u8) -> bool {
         match self.queue.front() {
             None | Some(Expected::Query | Expected::Sync) => true,

@@ -189,11 +189,58 @@ fn mentions_copy(sql: &[u8]) -> bool {
 
 fn incomplete(buf: &[u8], traits: UnitTraits) -> Lookahead {
     if buf.len() > LOOKAHEAD_LIMIT {
+        // Not all of it was looked at: assume the worst of the rest.
         Lookahead::Planned(UnitTraits {
             writes: true,
+            touches_session: true,
             ..traits
         })
     } else {
         Lookahead::Incomplete
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(buf: &[u8]) -> Lookahead {
+        let cache = ClassificationCache::new(16);
+        let statements = ClientStatements::default();
+        plan(buf, &cache, &statements, None, &|_| false, 64 << 20)
+    }
+
+    #[test]
+    fn a_unit_too_big_to_wait_for_is_assumed_to_write_and_touch_the_session() {
+        // The start of a 2 MiB query: SET first, the rest not yet arrived.
+        let mut buf = vec![b'Q'];
+        buf.extend_from_slice(&(2i32 << 20).to_be_bytes());
+        buf.extend_from_slice(b"SET search_path TO a; SELECT '");
+        buf.resize(LOOKAHEAD_LIMIT + 1, b'x');
+        let Lookahead::Planned(traits) = plan_of(&buf) else {
+            panic!("a buffer over the lookahead limit is planned");
+        };
+        assert!(traits.writes && traits.touches_session);
+        buf.truncate(LOOKAHEAD_LIMIT);
+        assert!(matches!(plan_of(&buf), Lookahead::Incomplete));
+    }
+
+    #[test]
+    fn a_whole_query_is_planned_from_its_statements() {
+        let query = |sql: &str| {
+            let mut buf = vec![b'Q'];
+            buf.extend_from_slice(&(sql.len() as i32 + 5).to_be_bytes());
+            buf.extend_from_slice(sql.as_bytes());
+            buf.push(0);
+            buf
+        };
+        let Lookahead::Planned(select) = plan_of(&query("SELECT 1")) else {
+            panic!("a whole query is planned");
+        };
+        assert!(!select.writes && !select.touches_session);
+        let Lookahead::Planned(set) = plan_of(&query("SET search_path TO a")) else {
+            panic!("a whole query is planned");
+        };
+        assert!(set.touches_session);
     }
 }

@@ -46,6 +46,11 @@ pub fn is_sql_whitespace(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
 }
 
+/// [`is_sql_whitespace`] for a `char`, for trimming statements.
+pub fn is_sql_whitespace_char(c: char) -> bool {
+    u8::try_from(c).is_ok_and(is_sql_whitespace)
+}
+
 /// Whether `c` may continue an unquoted identifier or keyword.
 pub fn is_ident_char(c: u8) -> bool {
     IDENT_CHARS[usize::from(c)]
@@ -279,7 +284,7 @@ fn split_plain(sql: &str) -> Option<Vec<&str>> {
 /// whitespace (SQL's whitespace: `str::trim` would also strip Unicode
 /// spaces that are part of a token).
 fn push_plain<'a>(statements: &mut Vec<&'a str>, statement: &'a str) {
-    let trimmed = statement.trim_matches(|c: char| c.is_ascii() && is_sql_whitespace(c as u8));
+    let trimmed = statement.trim_matches(is_sql_whitespace_char);
     if !trimmed.is_empty() {
         statements.push(trimmed);
     }
@@ -304,8 +309,7 @@ fn split_by_tokens(sql: &str) -> Vec<&str> {
 /// are part of a token).
 fn push_trimmed<'a>(statements: &mut Vec<&'a str>, statement: &'a str) {
     if tokens(statement).next().is_some() {
-        statements
-            .push(statement.trim_matches(|c: char| c.is_ascii() && is_sql_whitespace(c as u8)));
+        statements.push(statement.trim_matches(is_sql_whitespace_char));
     }
 }
 

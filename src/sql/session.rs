@@ -1,6 +1,7 @@
 //! Which statements change session state that must survive transaction
-//! pooling (`SET`, `RESET`, `DISCARD`, `DEALLOCATE`), and which create state
-//! that cannot move between server connections and so pin the client.
+//! pooling (`SET`, `RESET`, `DISCARD`, `DEALLOCATE`), which create state
+//! that cannot move between server connections and so pin the client, and
+//! which ask for a setting (`SHOW`, answered by pgsplit for its own).
 
 use super::find_ignore_case;
 use super::lexer::{tokens, Token};
@@ -27,8 +28,8 @@ pub enum SessionEffect {
     /// State bound to one server connection (temp table, LISTEN, ...); the
     /// string says what, for the log.
     Pin(&'static str),
-    /// `SHOW key` (lowercase): changes nothing, but pgsplit answers it
-    /// itself for its own parameters.
+    /// `SHOW key` (lowercased unless quoted): changes nothing, but pgsplit
+    /// answers it itself for its own parameters.
     Show { key: String },
 }
 

@@ -744,6 +744,10 @@ impl Session {
             b'H' | b'd' | b'c' | b'f' => {
                 if self.server.is_some() {
                     self.forward(&frame);
+                } else if tag == b'H' {
+                    // A unit that ends at this Flush needed no server: its
+                    // plan must not serve the next one.
+                    self.unit = None;
                 }
                 if matches!(tag, b'c' | b'f') {
                     self.copy_in = false;

@@ -13,6 +13,8 @@ impl Session {
             return true;
         }
         if let Some(error) = self.lost_state.take() {
+            // The rejected request's plan must not serve the next one.
+            self.unit = None;
             self.reject(error, tag);
             return false;
         }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
+use crate::sql::lexer::is_sql_whitespace_char;
 use crate::sync::lock;
 
 use super::lexical::lexical;
@@ -160,7 +161,10 @@ impl ClassificationCache {
 
 /// A single statement settled by the keyword fast path, if it is one.
 fn quick_classification(sql: &str) -> Option<Classification> {
-    let statement = sql.trim_end().trim_end_matches(';');
+    // Trimmed as `split_statements` trims: SQL's whitespace, not Unicode's.
+    let statement = sql
+        .trim_end_matches(is_sql_whitespace_char)
+        .trim_end_matches(';');
     if statement.contains(';') {
         return None;
     }

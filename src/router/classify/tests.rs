@@ -878,6 +878,8 @@ fn texts_the_session_must_look_into_are_marked_on_every_path() {
         "select 1; RESET ALL",
         "DEALLOCATE p",
         "LISTEN jobs",
+        // A statement named with a non-breaking space: not whitespace in SQL.
+        "DEALLOCATE \u{a0}",
     ] {
         assert!(classify(sql).touches_session, "{sql}");
         assert!(cache.classify(sql).touches_session, "{sql}");
