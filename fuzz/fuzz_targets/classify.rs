@@ -5,13 +5,14 @@
 //! Invariants: an unparsed query counts as a write; a write lists no
 //! functions to check; each split statement is a trimmed piece of the
 //! input with a token, in order; a query string writes when one of its
-//! statements does on its own, and only then.
+//! statements does on its own, and only then; the cache's keyword fast path
+//! never calls a write a read and sees the same session effects.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pgsplit::router::classify::{classify, TransactionControl};
+use pgsplit::router::classify::{classify, ClassificationCache, TransactionControl};
 use pgsplit::sql::lexer::{is_sql_whitespace, split_statements, tokens};
-use pgsplit::sql::session::{session_effect, sets_boolean_on, setting_value, shown_setting};
+use pgsplit::sql::session::{session_effect, sets_boolean_on, setting_value, SessionEffect};
 
 fuzz_target!(
     init: {
@@ -38,8 +39,16 @@ fuzz_target!(
         assert!(!classification.unparsed || classification.writes);
         assert!(!classification.writes || classification.functions.is_empty());
 
+        // No cache: every call takes the fast path or the full one afresh.
+        let fast = ClassificationCache::new(0).classify(sql);
+        assert!(!classification.writes || fast.writes, "fast path reads {sql:?}");
+        assert_eq!(fast.touches_session, classification.touches_session);
+        assert_eq!(fast.pins, classification.pins);
+        assert_eq!(fast.transaction, classification.transaction);
+
         let statements = split_statements(sql);
         let mut after = 0;
+        let mut any_effect = false;
         let mut any_writes = false;
         let mut any_unparsed = false;
         for statement in &statements {
@@ -55,8 +64,7 @@ fuzz_target!(
             any_writes |= alone.writes;
             any_unparsed |= alone.unparsed;
 
-            let _ = session_effect(statement);
-            let _ = shown_setting(statement);
+            any_effect |= session_effect(statement) != SessionEffect::None;
             let _ = setting_value(statement);
             let _ = sets_boolean_on(statement);
             for (offset, _) in tokens(statement) {
@@ -69,6 +77,7 @@ fuzz_target!(
         // And only a write does.
         assert_eq!(classification.writes, any_writes);
         assert_eq!(classification.unparsed, any_unparsed);
+        assert_eq!(classification.touches_session, any_effect);
         if statements.is_empty() {
             assert_eq!(classification.transaction, TransactionControl::None);
         }
