@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 use crate::admin::console::{self, ADMIN_DATABASE};
@@ -342,7 +342,6 @@ impl Proxy {
     /// lets transactions in progress finish (up to a grace period) and
     /// closes idle clients with `57P01`, as PostgreSQL's smart shutdown does.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let (stop_sessions, sessions_stop) = watch::channel(false);
         let pruner = tokio::spawn(prune_idle_connections(self.shared.clone()));
         let monitor = self
             .monitor
@@ -364,14 +363,13 @@ impl Proxy {
                             database = tracing::field::Empty,
                             application_name = tracing::field::Empty,
                         );
-                        let stop = sessions_stop.clone();
                         // Moved to the worker's I/O driver, on the worker's side.
                         match socket.into_std() {
                             Ok(socket) => self.workers.spawn(move || {
                                 let socket = TcpStream::from_std(socket);
                                 async move {
                                     match socket {
-                                        Ok(socket) => serve_client(guard, socket, peer, stop).await,
+                                        Ok(socket) => serve_client(guard, socket, peer).await,
                                         Err(error) => tracing::warn!(%error, "cannot hand over a client"),
                                     }
                                 }
@@ -391,7 +389,7 @@ impl Proxy {
         }
         drop(self.listener);
         tracing::info!(clients = self.shared.client_count(), "shutting down");
-        let _ = stop_sessions.send(true);
+        self.shared.clients.stop_all();
         let deadline = tokio::time::Instant::now() + self.shared.config().shutdown_timeout;
         while self.shared.client_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -411,12 +409,7 @@ impl Proxy {
     }
 }
 
-async fn serve_client(
-    guard: ClientGuard,
-    socket: TcpStream,
-    peer: SocketAddr,
-    shutdown: watch::Receiver<bool>,
-) {
+async fn serve_client(guard: ClientGuard, socket: TcpStream, peer: SocketAddr) {
     let shared = guard.0.clone();
     if let Err(error) = socket.set_nodelay(true) {
         tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
@@ -441,9 +434,7 @@ async fn serve_client(
         Ok(LoginOutcome::Authenticated(client)) if client.request.database == ADMIN_DATABASE => {
             console::run(shared, client).await
         }
-        Ok(LoginOutcome::Authenticated(client)) => {
-            Session::run(shared, client, peer, shutdown).await
-        }
+        Ok(LoginOutcome::Authenticated(client)) => Session::run(shared, client, peer).await,
         Ok(LoginOutcome::Cancelled | LoginOutcome::Closed) => {}
         Err(_) => {
             tracing::info!(%peer, "client did not finish logging in within client_login_timeout")

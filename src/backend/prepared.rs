@@ -2,9 +2,10 @@
 //! with their recency, so the connection can be kept under
 //! `pool.max_prepared_statements` (each one costs server memory).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// Statement names on a server connection, least recently used first out.
+/// Asked on every execution of a prepared statement, hence foldhash.
 #[derive(Debug, Default)]
 pub struct PreparedSet {
     last_used: HashMap<String, u64>,

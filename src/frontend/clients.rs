@@ -1,13 +1,17 @@
 //! The logged-in clients, for the admin API, the console and metrics: who
 //! they are and what each is doing right now. Registering takes a lock
 //! (once per login); state changes on the data path are atomic stores.
+//! The registry also tells every session when pgsplit shuts down.
 
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::SystemTime;
 
+use futures_util::task::AtomicWaker;
 use serde::Serialize;
 
 use crate::sync::lock;
@@ -53,6 +57,8 @@ pub struct ClientEntry {
     pub connected_at: SystemTime,
     state: AtomicU8,
     node: AtomicUsize,
+    /// The session waiting for shutdown, woken by [`ClientRegistry::stop_all`].
+    stop_waker: AtomicWaker,
 }
 
 impl ClientEntry {
@@ -81,12 +87,36 @@ impl ClientEntry {
 pub struct ClientRegistry {
     next_id: AtomicU64,
     clients: Mutex<HashMap<u64, Arc<ClientEntry>>>,
+    /// pgsplit is shutting down.
+    stopping: AtomicBool,
 }
 
 /// Keeps a client registered while it lives.
 pub struct Registration {
     registry: Arc<ClientRegistry>,
     pub entry: Arc<ClientEntry>,
+}
+
+impl Registration {
+    /// Whether pgsplit is shutting down.
+    pub fn stop_requested(&self) -> bool {
+        self.registry.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Completes once pgsplit shuts down. A session waits on this each
+    /// time it waits for its client or server, twice per transaction:
+    /// registering a waker costs a few atomics, where a watch channel's
+    /// `changed()` takes a lock on every poll.
+    pub fn stopped(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| {
+            self.entry.stop_waker.register(cx.waker());
+            if self.stop_requested() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
 }
 
 impl Drop for Registration {
@@ -116,6 +146,7 @@ impl ClientRegistry {
             connected_at: SystemTime::now(),
             state: AtomicU8::new(ClientState::Idle as u8),
             node: AtomicUsize::new(NO_NODE),
+            stop_waker: AtomicWaker::new(),
         });
         let mut clients = lock(&self.clients);
         if let Some(limit) = user_limit {
@@ -129,6 +160,17 @@ impl ClientRegistry {
             registry: self.clone(),
             entry,
         })
+    }
+
+    /// Tells every session, and every one that logs in from now on, that
+    /// pgsplit is shutting down. The flag is set before the sessions are
+    /// woken, and a session registers its waker before it reads the flag,
+    /// so none can miss it.
+    pub fn stop_all(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for entry in lock(&self.clients).values() {
+            entry.stop_waker.wake();
+        }
     }
 
     /// The clients, oldest first.

@@ -156,7 +156,7 @@ pub fn plan(
                 let class = match bind_body(body) {
                     Some((_, name, _)) if !name.is_empty() => {
                         let statement = statements.get(name);
-                        traits.may_copy |= statement.is_none_or(|s| mentions_copy(&s.parse_rest));
+                        traits.may_copy |= statement.is_none_or(|s| s.may_copy);
                         statement.map(|s| s.class.clone())
                     }
                     _ => {
@@ -183,7 +183,7 @@ pub fn plan(
 }
 
 /// Whether a statement text could hold a `COPY` (a cheap, conservative check).
-fn mentions_copy(sql: &[u8]) -> bool {
+pub fn mentions_copy(sql: &[u8]) -> bool {
     find_ignore_case(sql, b"copy").is_some()
 }
 

@@ -233,7 +233,7 @@ pub fn first_column(body: &[u8]) -> Option<&[u8]> {
 
 /// Splits a NUL-terminated string off the front of `buf`.
 pub fn read_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = buf.iter().position(|&c| c == 0)?;
+    let end = memchr::memchr(0, buf)?;
     Some((&buf[..end], &buf[end + 1..]))
 }
 

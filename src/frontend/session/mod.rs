@@ -21,7 +21,6 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
 
 use super::cancel::{self, CancelKey, CancelTarget};
 use super::clients::{ClientState, Registration};
@@ -212,12 +211,7 @@ fn completion_tag(effect: &SessionEffect) -> Option<&'static [u8]> {
 impl Session {
     /// Finishes the login (server parameters, backend key) and runs the
     /// session until the client leaves.
-    pub async fn run(
-        shared: Arc<Shared>,
-        login: Authenticated,
-        peer: SocketAddr,
-        shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn run(shared: Arc<Shared>, login: Authenticated, peer: SocketAddr) {
         let request = login.request;
         let nodes = shared.config().nodes.len();
         let pools = (0..nodes)
@@ -318,7 +312,7 @@ impl Session {
             }
         }
         match session.greet().await {
-            Ok(()) => session.serve(shutdown).await,
+            Ok(()) => session.serve().await,
             Err(error) => {
                 let _ = session.client.write_all(&error).await;
             }
@@ -475,11 +469,8 @@ impl Session {
 
     /// The main loop: flush what is due, then wait for the client, the
     /// server or shutdown.
-    async fn serve(&mut self, mut shutdown: watch::Receiver<bool>) {
-        // One long-lived future: creating one per loop turn costs a lock.
-        self.shutting_down = *shutdown.borrow_and_update();
-        let stop = shutdown.changed();
-        tokio::pin!(stop);
+    async fn serve(&mut self) {
+        self.shutting_down = self.registration.stop_requested();
         let limits = idle::IdleLimits::from_config(&self.config);
         // Without idle limits the clock is never read and the timer never fires.
         let idle_limits = limits.any();
@@ -528,7 +519,7 @@ impl Session {
                         self.handle_client_input().await
                     }
                 },
-                _ = &mut stop, if !self.shutting_down => {
+                () = self.registration.stopped(), if !self.shutting_down => {
                     self.shutting_down = true;
                     self.finish_if_idle_during_shutdown();
                 }

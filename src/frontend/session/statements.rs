@@ -14,12 +14,18 @@ impl Session {
         if self.config.log.queries {
             tracing::info!(query = %query, "parse");
         }
-        let effect = session_effect(&query);
+        let planned = self.server.is_none();
+        let class = self.shared.classifier.classify_repeating(&query);
+        // The classification says whether the text has a session effect at
+        // all; most do not, and need no second look.
+        let effect = if class.touches_session {
+            session_effect(&query)
+        } else {
+            SessionEffect::None
+        };
         if let SessionEffect::Pin(reason) = effect {
             self.pin(reason);
         }
-        let planned = self.server.is_none();
-        let class = self.shared.classifier.classify_repeating(&query);
         if !planned {
             self.note_class(&class);
         }
@@ -51,6 +57,7 @@ impl Session {
             parse_rest,
             effect,
             class,
+            may_copy: unit::mentions_copy(parse.query),
         });
         if !self.ensure_server(b'P').await {
             return Ok(());

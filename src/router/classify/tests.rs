@@ -1,6 +1,5 @@
 //! The classifier's tables and properties.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::builtins::*;
@@ -809,7 +808,7 @@ fn cache_stays_within_capacity() {
 #[test]
 fn cache_gives_recently_used_entries_a_second_chance() {
     let mut shard = Shard {
-        index: HashMap::new(),
+        index: Default::default(),
         slots: Vec::new(),
         hand: 0,
         capacity: 2,
