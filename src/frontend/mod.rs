@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod clients;
+pub mod last_parse;
 pub mod login;
 pub mod responses;
 pub mod session;

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::last_parse::{mentions_copy, LastParse};
 use super::statements::ClientStatements;
 use crate::config::{Route, RoutingConfig};
 use crate::protocol::messages::{bind_body, parse_body};
 use crate::router::classify::{Classification, ClassificationCache, Hint, TransactionControl};
 use crate::router::{Need, SessionRoute};
-use crate::sql::{find_ignore_case, query_text};
+use crate::sql::query_text;
 
 /// Beyond this many buffered bytes without a unit boundary, pgsplit stops
 /// waiting for the rest and sends the unit to the primary.
@@ -105,10 +106,12 @@ pub enum Lookahead {
 }
 
 /// Scans the complete messages at the front of `buf` up to the end of the
-/// first unit, classifying every statement in it.
+/// first unit, classifying every statement in it (`Parse` texts through
+/// the session's `last_parse`).
 pub fn plan(
     buf: &[u8],
     cache: &ClassificationCache,
+    last_parse: &mut LastParse,
     statements: &ClientStatements,
     unnamed: Option<&Arc<Classification>>,
     function_is_read_only: &dyn Fn(&str) -> bool,
@@ -142,12 +145,11 @@ pub fn plan(
             }
             b'P' => {
                 if let Some(parse) = parse_body(body) {
-                    traits.may_copy |= mentions_copy(parse.query);
-                    let sql = text(parse.query);
-                    let class = cache.classify_repeating(&sql);
-                    traits.absorb(&class, function_is_read_only);
+                    let parsed = last_parse.look_at(cache, parse.query);
+                    traits.may_copy |= parsed.may_copy;
+                    traits.absorb(&parsed.class, function_is_read_only);
                     if parse.name.is_empty() {
-                        unnamed = Some(class);
+                        unnamed = Some(parsed.class);
                         parsed_unnamed = true;
                     }
                 }
@@ -182,11 +184,6 @@ pub fn plan(
     }
 }
 
-/// Whether a statement text could hold a `COPY` (a cheap, conservative check).
-pub fn mentions_copy(sql: &[u8]) -> bool {
-    find_ignore_case(sql, b"copy").is_some()
-}
-
 fn incomplete(buf: &[u8], traits: UnitTraits) -> Lookahead {
     if buf.len() > LOOKAHEAD_LIMIT {
         // Not all of it was looked at: assume the worst of the rest.
@@ -207,7 +204,16 @@ mod tests {
     fn plan_of(buf: &[u8]) -> Lookahead {
         let cache = ClassificationCache::new(16);
         let statements = ClientStatements::default();
-        plan(buf, &cache, &statements, None, &|_| false, 64 << 20)
+        let mut last_parse = LastParse::default();
+        plan(
+            buf,
+            &cache,
+            &mut last_parse,
+            &statements,
+            None,
+            &|_| false,
+            64 << 20,
+        )
     }
 
     #[test]

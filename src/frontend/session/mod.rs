@@ -24,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::cancel::{self, CancelKey, CancelTarget};
 use super::clients::{ClientState, Registration};
+use super::last_parse::LastParse;
 use super::login::Authenticated;
 use super::responses::{Expected, PreparedOnServer, ResponseQueue};
 use super::settings::{replay_sql, SessionSettings};
@@ -171,6 +172,8 @@ pub struct Session {
     copy_in: bool,
     /// Classification of the statement behind the unnamed `Parse`.
     unnamed_class: Option<Arc<Classification>>,
+    /// The last `Parse` text, which drivers often send again and again.
+    last_parse: LastParse,
     shutting_down: bool,
     finished: bool,
 }
@@ -297,6 +300,7 @@ impl Session {
             deferred_begin: None,
             copy_in: false,
             unnamed_class: None,
+            last_parse: LastParse::default(),
             shutting_down: false,
             finished: false,
             shared,

@@ -156,6 +156,7 @@ impl Session {
         match unit::plan(
             &self.client_in,
             &shared.classifier,
+            &mut self.last_parse,
             &self.statements,
             self.unnamed_class.as_ref(),
             &read_only,

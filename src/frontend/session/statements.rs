@@ -10,16 +10,18 @@ impl Session {
         let Some(parse) = messages::parse_body(frame.body()) else {
             return Err(malformed("Parse"));
         };
-        let query = query_text(parse.query);
         if self.config.log.queries {
-            tracing::info!(query = %query, "parse");
+            tracing::info!(query = %query_text(parse.query), "parse");
         }
         let planned = self.server.is_none();
-        let class = self.shared.classifier.classify_repeating(&query);
+        let parsed = self
+            .last_parse
+            .look_at(&self.shared.classifier, parse.query);
+        let class = parsed.class;
         // The classification says whether the text has a session effect at
         // all; most do not, and need no second look.
         let effect = if class.touches_session {
-            session_effect(&query)
+            session_effect(&query_text(parse.query))
         } else {
             SessionEffect::None
         };
@@ -57,7 +59,7 @@ impl Session {
             parse_rest,
             effect,
             class,
-            may_copy: unit::mentions_copy(parse.query),
+            may_copy: parsed.may_copy,
         });
         if !self.ensure_server(b'P').await {
             return Ok(());
