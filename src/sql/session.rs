@@ -103,10 +103,9 @@ pub fn session_effect(statement: &str) -> SessionEffect {
             .any(|w| w[0].is_keyword("with") && w[1].is_keyword("hold"))
     {
         SessionEffect::Pin("cursor WITH HOLD")
-    } else if words
-        .iter()
-        .any(|t| SESSION_LOCK_FUNCTIONS.iter().any(|f| t.is_keyword(f)))
-    {
+    } else if words.windows(2).any(|w| {
+        w[1] == Token::Symbol('(') && SESSION_LOCK_FUNCTIONS.iter().any(|f| w[0].is_keyword(f))
+    }) {
         SessionEffect::Pin("session advisory lock")
     } else {
         SessionEffect::None
@@ -324,6 +323,7 @@ mod tests {
             "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
             "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
             "SELECT pg_advisory_lock(1)",
+            "SELECT pg_catalog.PG_TRY_ADVISORY_LOCK /* id */ (1)",
         ] {
             assert!(
                 matches!(session_effect(sql), SessionEffect::Pin(_)),
@@ -335,6 +335,7 @@ mod tests {
             "CREATE TABLE temp (id int)",
             "PREPARE TRANSACTION 'x'",
             "SELECT 'LISTEN'",
+            "SELECT pg_advisory_lock FROM held_locks",
             "DECLARE c CURSOR FOR SELECT 1",
         ] {
             assert_eq!(session_effect(sql), SessionEffect::None, "{sql}");

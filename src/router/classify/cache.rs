@@ -175,5 +175,6 @@ fn quick_classification(sql: &str) -> Option<Classification> {
         return None;
     }
     let verdict = lexical(statement)?;
-    Some(verdict.into_classification(sql, SessionUse::of(statement)))
+    let session = SessionUse::of(statement, &verdict);
+    Some(verdict.into_classification(sql, session))
 }

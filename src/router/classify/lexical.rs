@@ -37,7 +37,7 @@ pub(super) fn lexical(statement: &str) -> Option<Verdict> {
     match keyword {
         "select" | "values" | "table" => {
             let rest = &statement[at + first.len()..];
-            return plain_select_text(rest).then(Verdict::read);
+            return plain_select_text(rest).then(Verdict::plain_read);
         }
         "insert" | "update" | "delete" | "merge" | "create" | "alter" | "drop" | "truncate"
         | "grant" | "revoke" | "comment" | "lock" | "call" | "do" | "vacuum" | "analyze"

@@ -94,8 +94,9 @@ pub fn classify(sql: &str) -> Classification {
     let mut verdict = Verdict::read();
     let mut session = SessionUse::default();
     for statement in split_statements(sql) {
-        verdict.merge(classify_statement(statement));
-        session.merge(SessionUse::of(statement));
+        let statement_verdict = classify_statement(statement);
+        session.merge(SessionUse::of(statement, &statement_verdict));
+        verdict.merge(statement_verdict);
     }
     verdict.into_classification(sql, session)
 }
@@ -109,7 +110,11 @@ struct SessionUse {
 }
 
 impl SessionUse {
-    fn of(statement: &str) -> SessionUse {
+    /// What `statement`, classified as `verdict`, means for the session.
+    fn of(statement: &str, verdict: &Verdict) -> SessionUse {
+        if verdict.calls_nothing {
+            return SessionUse::default();
+        }
         let effect = session_effect(statement);
         SessionUse {
             pins: matches!(effect, SessionEffect::Pin(_)),
@@ -130,6 +135,10 @@ struct Verdict {
     unparsed: bool,
     functions: Vec<String>,
     transaction: TransactionControl,
+    /// A `SELECT`, `VALUES` or `TABLE` its tokens settled as plain: it
+    /// calls no function, so it takes no advisory lock and has no session
+    /// effect, and [`session_effect`] need not look at it.
+    calls_nothing: bool,
 }
 
 impl Verdict {
@@ -139,6 +148,14 @@ impl Verdict {
             unparsed: false,
             functions: Vec::new(),
             transaction: TransactionControl::None,
+            calls_nothing: false,
+        }
+    }
+
+    fn plain_read() -> Verdict {
+        Verdict {
+            calls_nothing: true,
+            ..Verdict::read()
         }
     }
 

@@ -207,6 +207,6 @@ pub(super) fn scan(node: &NodeEnum) -> Verdict {
         writes: scan.writes || stopped,
         unparsed: false,
         functions: scan.functions,
-        transaction: TransactionControl::None,
+        ..Verdict::read()
     }
 }
