@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 /// Setting key → the statement that establishes it (see `frontend::settings`).
-pub type AppliedSettings = BTreeMap<String, String>;
+/// Shared: a connection records the very map its last client had, so that
+/// when that client (or a clone of its settings) comes back, comparing the
+/// two is a pointer check.
+pub type AppliedSettings = Arc<BTreeMap<String, String>>;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,7 +144,7 @@ impl ServerConnection {
                 address: Arc::from(address.as_str()),
                 parameters: HashMap::new(),
                 prepared: PreparedSet::default(),
-                applied_settings: Some(AppliedSettings::new()),
+                applied_settings: Some(AppliedSettings::default()),
                 created: Instant::now(),
                 last_used: Instant::now(),
             };

@@ -1,6 +1,8 @@
 //! The session settings a client expects to see on whichever server
 //! connection serves it: its startup parameters plus its `SET`s.
 
+use std::sync::Arc;
+
 use crate::sql::{quote_literal, SessionEffect};
 
 /// Setting key → the statement that establishes it on a server connection.
@@ -16,14 +18,17 @@ pub struct SessionSettings {
 impl SessionSettings {
     /// Settings from the startup packet; these are also what `RESET` returns to.
     pub fn from_startup(parameters: &[(String, String)]) -> SessionSettings {
-        let startup: Settings = parameters
-            .iter()
-            .map(|(name, value)| {
-                let key = name.to_ascii_lowercase();
-                let statement = format!("SET {} TO {}", quote_ident(&key), quote_literal(value));
-                (key, statement)
-            })
-            .collect();
+        let startup: Settings = Arc::new(
+            parameters
+                .iter()
+                .map(|(name, value)| {
+                    let key = name.to_ascii_lowercase();
+                    let statement =
+                        format!("SET {} TO {}", quote_ident(&key), quote_literal(value));
+                    (key, statement)
+                })
+                .collect(),
+        );
         SessionSettings {
             effective: startup.clone(),
             startup,
@@ -39,14 +44,14 @@ impl SessionSettings {
     pub fn apply(&mut self, effect: &SessionEffect) {
         match effect {
             SessionEffect::Set { key, statement } => {
-                self.effective.insert(key.clone(), statement.clone());
+                Arc::make_mut(&mut self.effective).insert(key.clone(), statement.clone());
             }
             SessionEffect::Reset { key } => match self.startup.get(key) {
                 Some(statement) => {
-                    self.effective.insert(key.clone(), statement.clone());
+                    Arc::make_mut(&mut self.effective).insert(key.clone(), statement.clone());
                 }
                 None => {
-                    self.effective.remove(key);
+                    Arc::make_mut(&mut self.effective).remove(key);
                 }
             },
             SessionEffect::ResetAll | SessionEffect::DiscardAll => {
