@@ -651,6 +651,22 @@ async fn malformed_messages_after_login_get_08p01() {
         expect_fatal_then_eof(&mut stream, "08P01", case).await;
     }
 
+    // The same inside a transaction, where a server connection is attached
+    // and `Execute` and `Sync` are forwarded without a frame of their own.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("Execute over max_message_size", header(b'E', limit + 1)),
+        ("Sync with a negative length", header(b'S', -1)),
+    ];
+    for (case, bytes) in &cases {
+        let mut stream = login_trust().await;
+        send(&mut stream, &query("BEGIN; SELECT 1")).await;
+        let replies = read_until_ready(&mut stream).await;
+        let ready = replies.last().map(describe);
+        assert_eq!(ready.as_deref(), Some("Z T"), "{case}: in a transaction");
+        send(&mut stream, bytes).await;
+        expect_fatal_then_eof(&mut stream, "08P01", case).await;
+    }
+
     // Well-framed messages with unparseable bodies. PostgreSQL answers
     // these with ERROR 08P01 and keeps the session; pgsplit may instead
     // end the session with FATAL 08P01. Either way the client is told.

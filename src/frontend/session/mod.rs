@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::cancel::{self, CancelKey, CancelTarget};
@@ -586,6 +586,9 @@ impl Session {
             if !self.plan_unit() {
                 break;
             }
+            if self.forward_in_place(limit) {
+                continue;
+            }
             let frame = frame::decode(&mut self.client_in, limit).map_err(|e| {
                 End::Fatal(PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()))
             })?;
@@ -599,6 +602,47 @@ impl Session {
         }
         self.release_due_synthetic();
         Ok(())
+    }
+
+    /// `Execute` and `Sync` need nothing from their bytes but forwarding
+    /// once a server connection is attached (and nothing is being skipped):
+    /// they move from the client's buffer to the server's without a
+    /// [`Frame`] each. `false` leaves the message to the general path
+    /// (which also reports a malformed one).
+    fn forward_in_place(&mut self, limit: usize) -> bool {
+        let tag = match self.client_in.first() {
+            Some(&tag @ (b'E' | b'S')) if self.server.is_some() && !self.skip_until_sync => tag,
+            _ => return false,
+        };
+        let Ok(Some(size)) = frame::whole_message_len(&self.client_in, limit) else {
+            return false;
+        };
+        self.server_out.extend_from_slice(&self.client_in[..size]);
+        self.client_in.advance(size);
+        if tag == b'E' {
+            self.execute_forwarded();
+        } else {
+            self.sync_forwarded();
+        }
+        true
+    }
+
+    /// Bookkeeping for an `Execute` sent to the attached server.
+    fn execute_forwarded(&mut self) {
+        self.count_query();
+        self.expected.push(Expected::reply_to(b'E'));
+        if completion_tag(&self.bound_effect).is_some() {
+            self.effects_in_flight.push_back(self.bound_effect.clone());
+        }
+    }
+
+    /// Bookkeeping for a `Sync` sent to the attached server.
+    fn sync_forwarded(&mut self) {
+        if !self.copy_in {
+            self.start_timer();
+            self.expected.push(Expected::Sync);
+            self.pipeline_commit_position();
+        }
     }
 
     fn release_due_synthetic(&mut self) {
@@ -713,11 +757,7 @@ impl Session {
             b'E' => {
                 if self.ensure_server(tag).await {
                     self.forward(&frame);
-                    self.count_query();
-                    self.expected.push(Expected::reply_to(tag));
-                    if completion_tag(&self.bound_effect).is_some() {
-                        self.effects_in_flight.push_back(self.bound_effect.clone());
-                    }
+                    self.execute_forwarded();
                 }
             }
             b'C' => self.on_close(frame)?,
@@ -725,11 +765,7 @@ impl Session {
                 self.skip_until_sync = false;
                 if self.server.is_some() {
                     self.forward(&frame);
-                    if !self.copy_in {
-                        self.start_timer();
-                        self.expected.push(Expected::Sync);
-                        self.pipeline_commit_position();
-                    }
+                    self.sync_forwarded();
                 } else {
                     self.unit = None;
                     let status = self.client_status();
