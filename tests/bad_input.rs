@@ -652,10 +652,20 @@ async fn malformed_messages_after_login_get_08p01() {
     }
 
     // The same inside a transaction, where a server connection is attached
-    // and `Execute` and `Sync` are forwarded without a frame of their own.
+    // and `Execute`, `Sync`, unnamed `Bind` and `Describe` are forwarded
+    // without a frame of their own.
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("Execute over max_message_size", header(b'E', limit + 1)),
         ("Sync with a negative length", header(b'S', -1)),
+        ("Bind without a body", concat(&[message(b'B', &[]), sync()])),
+        (
+            "Bind without the statement name",
+            concat(&[message(b'B', b"\0"), sync()]),
+        ),
+        (
+            "Describe of an unknown kind",
+            concat(&[message(b'D', b"X\0"), sync()]),
+        ),
     ];
     for (case, bytes) in &cases {
         let mut stream = login_trust().await;

@@ -7,6 +7,7 @@ mod acquire;
 mod consistency;
 mod idle;
 mod parameters;
+mod passthrough;
 mod routing;
 mod server;
 mod statements;
@@ -19,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::cancel::{self, CancelKey, CancelTarget};
@@ -602,47 +603,6 @@ impl Session {
         }
         self.release_due_synthetic();
         Ok(())
-    }
-
-    /// `Execute` and `Sync` need nothing from their bytes but forwarding
-    /// once a server connection is attached (and nothing is being skipped):
-    /// they move from the client's buffer to the server's without a
-    /// [`Frame`] each. `false` leaves the message to the general path
-    /// (which also reports a malformed one).
-    fn forward_in_place(&mut self, limit: usize) -> bool {
-        let tag = match self.client_in.first() {
-            Some(&tag @ (b'E' | b'S')) if self.server.is_some() && !self.skip_until_sync => tag,
-            _ => return false,
-        };
-        let Ok(Some(size)) = frame::whole_message_len(&self.client_in, limit) else {
-            return false;
-        };
-        self.server_out.extend_from_slice(&self.client_in[..size]);
-        self.client_in.advance(size);
-        if tag == b'E' {
-            self.execute_forwarded();
-        } else {
-            self.sync_forwarded();
-        }
-        true
-    }
-
-    /// Bookkeeping for an `Execute` sent to the attached server.
-    fn execute_forwarded(&mut self) {
-        self.count_query();
-        self.expected.push(Expected::reply_to(b'E'));
-        if completion_tag(&self.bound_effect).is_some() {
-            self.effects_in_flight.push_back(self.bound_effect.clone());
-        }
-    }
-
-    /// Bookkeeping for a `Sync` sent to the attached server.
-    fn sync_forwarded(&mut self) {
-        if !self.copy_in {
-            self.start_timer();
-            self.expected.push(Expected::Sync);
-            self.pipeline_commit_position();
-        }
     }
 
     fn release_due_synthetic(&mut self) {

@@ -135,10 +135,9 @@ impl Session {
             return Err(malformed("Bind"));
         };
         if statement_name.is_empty() {
-            self.bound_effect = self.unnamed_effect.clone();
             if self.ensure_server(b'B').await {
                 self.forward(&frame);
-                self.expected.push(Expected::reply_to(b'B'));
+                self.unnamed_bind_forwarded();
             }
             return Ok(());
         }
