@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A plain or TLS stream over TCP; `T` is the TLS stream type of the side.
@@ -56,8 +56,12 @@ impl<T: AsyncRead + Unpin> MaybeTls<T> {
                 return other.read_buf(buf).await;
             }
         };
-        loop {
-            socket.readable().await?;
+        // Readiness is polled, not awaited through `readable()`: that future
+        // links itself into the socket's waiter list (a lock and an unlink
+        // each time the session's `select!` drops it), while polling keeps
+        // the task's waker in the socket's own reader slot.
+        std::future::poll_fn(|cx| loop {
+            std::task::ready!(socket.poll_read_ready(cx))?;
             // Only now: an idle client's buffer does not grow while it waits.
             make_room(buf);
             let mut received = 0;
@@ -75,14 +79,36 @@ impl<T: AsyncRead + Unpin> MaybeTls<T> {
                 // SAFETY: `recv` initialised the first `received` bytes of
                 // the spare capacity.
                 unsafe { buf.set_len(buf.len() + received) };
-                return Ok(received);
+                return Poll::Ready(Ok(received));
             }
             match attempt {
-                Ok(n) => return Ok(n),
+                Ok(n) => return Poll::Ready(Ok(n)),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(error) => return Err(error),
+                Err(error) => return Poll::Ready(Err(error)),
             }
+        })
+        .await
+    }
+}
+
+impl<T: AsyncWrite + Unpin> MaybeTls<T> {
+    /// Writes all of `bytes`. On a plain socket, which is nearly always
+    /// writable, the first attempt is a direct `send`, without going
+    /// through the runtime's write future; what it could not take is
+    /// written the usual way.
+    pub async fn send_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let rest = match self {
+            MaybeTls::Plain(socket) => match socket.try_write(bytes) {
+                Ok(sent) => &bytes[sent..],
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => bytes,
+                Err(error) => return Err(error),
+            },
+            _ => bytes,
+        };
+        if rest.is_empty() {
+            return Ok(());
         }
+        self.write_all(rest).await
     }
 }
 

@@ -25,6 +25,7 @@ use crate::frontend::cancel::CancelRegistry;
 use crate::frontend::clients::ClientRegistry;
 use crate::frontend::login::{login, LoginOutcome};
 use crate::frontend::session::Session;
+use crate::frontend::settings::SettingsInterner;
 use crate::frontend::statements::StatementNames;
 use crate::frontend::tls::ClientTls;
 use crate::metrics::Metrics;
@@ -108,6 +109,8 @@ pub struct Shared {
     resumed: Notify,
     /// The logged-in clients.
     pub clients: Arc<ClientRegistry>,
+    /// Startup settings shared by clients that start alike.
+    pub startup_settings: SettingsInterner,
     connections: AtomicUsize,
 }
 
@@ -293,6 +296,7 @@ impl Proxy {
             paused: AtomicBool::new(false),
             resumed: Notify::new(),
             clients: Arc::new(ClientRegistry::default()),
+            startup_settings: SettingsInterner::default(),
             credentials: ArcSwap::from_pointee(credentials_of(&config)),
             monitor_credentials: config.monitor.as_ref().and_then(|m| {
                 let credentials = Credentials::from_secret(&m.password).ok()?;

@@ -345,7 +345,7 @@ proptest! {
             buf.extend_from_slice(&stream[offset..end]);
             offset = end;
             while let Some(frame) = frame::decode(&mut buf, MAX).expect("framing error") {
-                received.push(frame.bytes().clone());
+                received.push(Bytes::copy_from_slice(frame.bytes()));
             }
             // Whatever is left is less than one whole message.
             let consumed: usize = received.iter().map(Bytes::len).sum();

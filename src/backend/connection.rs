@@ -343,7 +343,7 @@ impl ServerConnection {
 
     /// Sends bytes to the server.
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes).await
+        self.stream.send_all(bytes).await
     }
 
     /// Runs a query whose results nobody wants (session replay, reset),
@@ -387,9 +387,9 @@ impl ServerConnection {
         now.saturating_duration_since(self.last_used)
     }
 
-    /// Marks the connection as just used (on return to the pool).
-    pub fn touch(&mut self) {
-        self.last_used = Instant::now();
+    /// Marks the connection as used at `now` (on return to the pool).
+    pub fn touch(&mut self, now: Instant) {
+        self.last_used = now;
     }
 
     /// Closes pooled prepared statements on an idle connection (one round

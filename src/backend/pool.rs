@@ -209,9 +209,15 @@ pub struct PooledConnection {
 
 impl PooledConnection {
     /// Returns a clean connection (idle, no transaction) to its pool.
-    pub fn release(mut self) {
+    pub fn release(self) {
+        self.release_at(Instant::now());
+    }
+
+    /// [`release`](Self::release) for a caller that has just read the
+    /// clock: `now` counts as the connection's last use.
+    pub fn release_at(mut self, now: Instant) {
         if let Some(mut conn) = self.conn.take() {
-            conn.touch();
+            conn.touch(now);
             lock(&self.pool.idle).push(conn);
         }
     }

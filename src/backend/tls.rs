@@ -4,7 +4,6 @@
 //! host name.
 
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -16,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureScheme,
 };
-use tokio::io::ReadBuf;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -212,8 +211,12 @@ pub fn is_quiet(stream: &ServerStream) -> bool {
         MaybeTls::Tls(s) => s.get_ref().0,
         MaybeTls::Detached => return false,
     };
-    let mut probe = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut probe);
-    let mut cx = Context::from_waker(Waker::noop());
-    matches!(tcp.poll_peek(&mut cx, &mut buf), Poll::Pending)
+    // Without readiness the runtime answers `WouldBlock` itself (no system
+    // call, no waker stored); with it, a one-byte peek tells data or end
+    // of stream from a spurious wake-up.
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    let peeked = tcp.try_io(Interest::READABLE, || {
+        socket2::SockRef::from(tcp).peek(&mut probe)
+    });
+    matches!(peeked, Err(error) if error.kind() == std::io::ErrorKind::WouldBlock)
 }

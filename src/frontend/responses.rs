@@ -29,7 +29,9 @@ pub enum Expected {
     /// An extended-protocol message whose reply ends with one of `ends_with`.
     Reply {
         ends_with: &'static [u8],
-        prepared: Option<PreparedOnServer>,
+        /// Boxed, like `Injected`'s: it is rare, and entries are moved
+        /// in and out of the queue for every message.
+        prepared: Option<Box<PreparedOnServer>>,
     },
     /// A reply pgsplit makes itself, sent when its turn comes.
     Synthetic(Bytes),
@@ -37,7 +39,7 @@ pub enum Expected {
     /// the `ParseComplete` of a statement it prepared; never shown to the client.
     Injected {
         reply: u8,
-        prepared: Option<PreparedOnServer>,
+        prepared: Option<Box<PreparedOnServer>>,
     },
     /// The answer to pgsplit's own query for the WAL position a write
     /// transaction committed at (read-your-writes), up to its `ReadyForQuery`.
@@ -133,7 +135,7 @@ impl ResponseQueue {
                 })
                 | Some(Expected::Injected {
                     prepared: Some(p), ..
-                }) => unprepared.push(p),
+                }) => unprepared.push(*p),
                 _ => {}
             }
         }
@@ -179,7 +181,7 @@ mod tests {
         q.push(Expected::Synthetic(Bytes::from_static(b"1")));
         q.push(Expected::Injected {
             reply: b'1',
-            prepared: Some(stmt.clone()),
+            prepared: Some(Box::new(stmt.clone())),
         });
         q.push(Expected::Sync);
         q.push(Expected::reply_to(b'E'));

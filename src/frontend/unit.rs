@@ -139,8 +139,11 @@ pub fn plan(
         match tag {
             b'Q' => {
                 let sql = text(body.strip_suffix(b"\0").unwrap_or(body));
-                traits.may_copy |= mentions_copy(sql.as_bytes());
-                traits.absorb(&cache.classify(&sql), function_is_read_only);
+                let class = cache.classify(&sql);
+                if !cache.is_plain_read(&class) {
+                    traits.may_copy |= mentions_copy(sql.as_bytes());
+                }
+                traits.absorb(&class, function_is_read_only);
                 return Lookahead::Planned(traits);
             }
             b'P' => {
@@ -248,5 +251,17 @@ mod tests {
             panic!("a whole query is planned");
         };
         assert!(set.touches_session);
+        // A plain SELECT cannot start COPY; anything else naming it may.
+        for (sql, may_copy) in [
+            ("SELECT copy FROM t", false),
+            ("COPY t FROM STDIN", true),
+            ("SELECT 1; COPY t FROM STDIN", true),
+            ("SELECT f(copy) FROM t", true),
+        ] {
+            let Lookahead::Planned(traits) = plan_of(&query(sql)) else {
+                panic!("a whole query is planned");
+            };
+            assert_eq!(traits.may_copy, may_copy, "{sql}");
+        }
     }
 }

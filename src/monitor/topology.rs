@@ -165,6 +165,12 @@ pub struct FailoverReport {
 }
 
 impl Topology {
+    /// The role node `index` has in this picture (a node unknown here, one
+    /// a reload just added, counts as a replica).
+    pub fn role_of(&self, index: usize) -> Role {
+        self.nodes.get(index).map_or(Role::Replica, |n| n.role)
+    }
+
     /// The starting guess: configured roles, every node up.
     pub fn from_config(config: &Config) -> Topology {
         Topology {

@@ -2,30 +2,81 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+/// Messages up to this size (tag and length included) are copied into the
+/// frame itself: `ReadyForQuery`, `Sync`, `Execute` and most short queries.
+const INLINE: usize = 64;
+
 /// One complete protocol message, tag and length included, exactly as it
 /// arrived, so it can be forwarded untouched.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame(Bytes);
+///
+/// A short message is copied out of the read buffer into the frame; a
+/// longer one shares the buffer's memory. Both beat the other way round:
+/// copying a few bytes costs less than the reference counting of a shared
+/// slice, and a long message is never copied.
+#[derive(Clone, Debug)]
+pub struct Frame(Repr);
+
+#[derive(Clone, Debug)]
+enum Repr {
+    Inline { len: u8, data: [u8; INLINE] },
+    Shared(Bytes),
+}
+
+impl PartialEq for Frame {
+    fn eq(&self, other: &Frame) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Frame {}
 
 impl Frame {
     /// Wraps bytes that are known to hold one whole message (tag, length, body).
     pub fn from_bytes(bytes: Bytes) -> Frame {
-        Frame(bytes)
+        Frame(Repr::Shared(bytes))
+    }
+
+    /// Takes the first `size` bytes of `buf`, one whole message, off it.
+    fn split_off_front(buf: &mut BytesMut, size: usize) -> Frame {
+        if size <= INLINE {
+            let mut data = [0; INLINE];
+            data[..size].copy_from_slice(&buf[..size]);
+            buf.advance(size);
+            // `size` fits: it is at most INLINE.
+            Frame(Repr::Inline {
+                len: size as u8,
+                data,
+            })
+        } else {
+            Frame(Repr::Shared(buf.split_to(size).freeze()))
+        }
     }
 
     /// The message type byte, e.g. `b'Q'`.
     pub fn tag(&self) -> u8 {
-        self.0[0]
+        self.bytes()[0]
     }
 
     /// The message body after the tag and length.
     pub fn body(&self) -> &[u8] {
-        &self.0[5..]
+        &self.bytes()[5..]
     }
 
     /// The whole message, for forwarding.
-    pub fn bytes(&self) -> &Bytes {
-        &self.0
+    pub fn bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, data } => &data[..usize::from(*len)],
+            Repr::Shared(bytes) => bytes,
+        }
+    }
+
+    /// The bytes from `from` on, to keep beyond the frame (shared with it
+    /// when it is long).
+    pub fn slice_from(&self, from: usize) -> Bytes {
+        match &self.0 {
+            Repr::Inline { .. } => Bytes::copy_from_slice(&self.bytes()[from..]),
+            Repr::Shared(bytes) => bytes.slice(from..),
+        }
     }
 }
 
@@ -58,7 +109,7 @@ pub fn decode(buf: &mut BytesMut, max_size: usize) -> Result<Option<Frame>, Fram
         buf.reserve(1 + length - buf.len());
         return Ok(None);
     }
-    Ok(Some(Frame(buf.split_to(1 + length).freeze())))
+    Ok(Some(Frame::split_off_front(buf, 1 + length)))
 }
 
 /// The size of the message at the front of `buf`, tag and length included,
@@ -106,6 +157,24 @@ mod tests {
         assert!(second.body().is_empty());
         assert_eq!(decode(&mut buf, 1024).unwrap(), None);
         assert_eq!(&buf[..], b"Z\0\0");
+    }
+
+    #[test]
+    fn short_and_long_messages_come_out_the_same_way() {
+        for size in [5, INLINE - 1, INLINE, INLINE + 1, 4096] {
+            let mut message = vec![b'Q'];
+            message.extend_from_slice(&(size as i32 - 1).to_be_bytes());
+            message.resize(size, b'x');
+            let mut buf = BytesMut::from(&message[..]);
+            buf.extend_from_slice(b"S\0\0\0\x04");
+            let frame = decode(&mut buf, 1 << 20).unwrap().unwrap();
+            assert_eq!(frame.bytes(), &message[..], "size {size}");
+            assert_eq!(frame.tag(), b'Q');
+            assert_eq!(frame.body().len(), size - 5);
+            assert_eq!(frame.slice_from(5), &message[5..]);
+            assert_eq!(frame, Frame::from_bytes(Bytes::from(message)));
+            assert_eq!(&buf[..], b"S\0\0\0\x04");
+        }
     }
 
     #[test]

@@ -233,7 +233,13 @@ pub fn first_column(body: &[u8]) -> Option<&[u8]> {
 
 /// Splits a NUL-terminated string off the front of `buf`.
 pub fn read_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = memchr::memchr(0, buf)?;
+    // Names are mostly empty or short: a plain look at the first bytes
+    // costs less than setting up a vector search, which longer texts get.
+    let head = buf.len().min(16);
+    let end = match buf[..head].iter().position(|&b| b == 0) {
+        Some(end) => end,
+        None => head + memchr::memchr(0, &buf[head..])?,
+    };
     Some((&buf[..end], &buf[end + 1..]))
 }
 

@@ -12,7 +12,8 @@ use crate::config::FailoverMode;
 const PRIMARY_POLL: Duration = Duration::from_millis(20);
 
 impl Session {
-    /// A connection for a unit with `need`, counted in flight on its node.
+    /// A connection for a unit with `need`, counted in flight on its node,
+    /// and the node's role when it was chosen.
     /// Reads try other nodes when one fails; writes (and anything bound for
     /// the primary) wait up to `failover.client_wait` while there is no
     /// usable primary, since nothing has been sent yet.
@@ -20,7 +21,7 @@ impl Session {
         &self,
         mut need: Need,
         mut min_lsn: Option<u64>,
-    ) -> Result<(PooledConnection, InFlight), PgError> {
+    ) -> Result<(PooledConnection, InFlight, Role), PgError> {
         self.registration.entry.set(ClientState::Waiting, None);
         if self.shared.is_paused() {
             self.shared.wait_while_paused().await;
@@ -54,6 +55,7 @@ impl Session {
             // One look at the topology, after counting the transaction in.
             let topology = self.shared.topology.load();
             let on_primary = topology.primary == Some(node);
+            let role = topology.role_of(node);
             if on_primary && topology.changing_primary {
                 // A switchover began meanwhile: it must not see this transaction.
                 drop(in_flight);
@@ -65,10 +67,10 @@ impl Session {
             let error = match self.checkout(node).await {
                 Ok(mut server) => {
                     let Some(lsn) = pick.verify_lsn else {
-                        return Ok((server, in_flight));
+                        return Ok((server, in_flight, role));
                     };
                     match self.replica_has_replayed(&mut server, node, lsn).await {
-                        Ok(true) => return Ok((server, in_flight)),
+                        Ok(true) => return Ok((server, in_flight, role)),
                         Ok(false) => {
                             // Not there yet: the primary has the client's writes.
                             router

@@ -182,7 +182,9 @@ pub struct Session {
 /// The FATAL a client gets when no server connection could greet it.
 fn login_failure(error: CheckoutError) -> Bytes {
     match error {
-        CheckoutError::Connect(ConnectError::Refused { error, .. }) => error.bytes().clone(),
+        CheckoutError::Connect(ConnectError::Refused { error, .. }) => {
+            Bytes::copy_from_slice(error.bytes())
+        }
         CheckoutError::Timeout(_) => {
             PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, format!("pgsplit: {error}")).to_message()
         }
@@ -258,7 +260,7 @@ impl Session {
             .partition(|(name, _)| is_pgsplit_parameter(name));
         let mut session = Session {
             config: Arc::clone(&shared.config()),
-            settings: SessionSettings::from_startup(&server_parameters),
+            settings: SessionSettings::from_startup(&server_parameters, &shared.startup_settings),
             client: login.stream,
             client_in: login.buffered,
             // Buffers grow with use: an idle client costs little memory.
@@ -380,7 +382,8 @@ impl Session {
             .extend_from_slice(&messages::ready_for_query(b'I'));
         if self.pool_mode() == PoolMode::Session && primary == Some(node) {
             let in_flight = self.shared.router.start_transaction(node);
-            self.attach(server, in_flight);
+            let role = self.shared.topology.load().role_of(node);
+            self.attach(server, in_flight, role);
         } else {
             server.release();
         }
@@ -441,15 +444,10 @@ impl Session {
         }
     }
 
-    fn attach(&mut self, server: PooledConnection, in_flight: InFlight) {
+    /// Attaches `server`, whose node had `role` when it was chosen.
+    fn attach(&mut self, server: PooledConnection, in_flight: InFlight, role: Role) {
         let node = in_flight.node();
-        self.server_role = self
-            .shared
-            .topology
-            .load()
-            .nodes
-            .get(node)
-            .map_or(Role::Replica, |n| n.role);
+        self.server_role = role;
         self.counters = self.shared.metrics.node(node);
         self.registration.entry.set(ClientState::Active, Some(node));
         self.in_flight = Some(in_flight);
@@ -574,7 +572,7 @@ impl Session {
             self.server_out.clear();
         }
         if !self.client_out.is_empty() {
-            self.client.write_all(&self.client_out).await?;
+            self.client.send_all(&self.client_out).await?;
             self.client_out.clear();
         }
         Ok(())

@@ -42,7 +42,7 @@ impl Session {
         let acquired = self.acquire(need, min_lsn).await;
         // No longer waiting; attaching makes the client active.
         self.registration.entry.set(ClientState::Idle, None);
-        let (mut server, in_flight) = match acquired {
+        let (mut server, in_flight, role) = match acquired {
             Ok(acquired) => acquired,
             Err(error) => {
                 self.reject(error, tag);
@@ -67,7 +67,7 @@ impl Session {
             return false;
         }
         self.commit_position_due = unit.is_some_and(|u| self.can_pipeline_commit_position(&u));
-        self.attach(server, in_flight);
+        self.attach(server, in_flight, role);
         if let Some(begin) = self.deferred_begin.take() {
             // The client already saw BEGIN succeed: send it first, quietly.
             self.forward(&begin);

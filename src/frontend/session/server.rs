@@ -183,13 +183,15 @@ impl Session {
     pub(super) fn on_ready(&mut self, status: u8) {
         self.transaction_status = status;
         self.effects_in_flight.clear();
+        // One clock read for the request's duration and the release.
+        let now = Instant::now();
         if let Some(started) = self.query_started.take() {
             self.shared
                 .metrics
-                .duration(self.server_role, started.elapsed());
+                .duration(self.server_role, now.saturating_duration_since(started));
             // More of the client's requests wait (not pgsplit's own query).
             if self.expected.outstanding_ready() > 0 {
-                self.query_started = Some(Instant::now());
+                self.query_started = Some(now);
             }
         }
         if status != b'I' {
@@ -206,7 +208,7 @@ impl Session {
                 || (self.consistency == Consistency::ReadYourWrites
                     && !self.tracks_commit_positions()))
         {
-            self.last_write = Some(Instant::now());
+            self.last_write = Some(now);
         }
         let effects = std::mem::take(&mut self.effects_done);
         let failed = std::mem::replace(&mut self.transaction_failed, false);
@@ -229,7 +231,7 @@ impl Session {
         let reusable = self.expected.is_empty() && self.pinned.is_none();
         if reusable && self.pool_mode() == PoolMode::Transaction {
             if let Some(server) = self.detach() {
-                server.release();
+                server.release_at(now);
             }
             self.finish_if_idle_during_shutdown();
         }

@@ -53,7 +53,7 @@ impl Session {
             return Ok(());
         }
         let rest_offset = 5 + client_name.len() + 1;
-        let parse_rest = frame.bytes().slice(rest_offset..);
+        let parse_rest = frame.slice_from(rest_offset);
         let statement = Arc::new(PreparedStatement {
             server_name: self.shared.statement_names.name_for(&parse_rest),
             parse_rest,
@@ -79,10 +79,10 @@ impl Session {
             ));
             self.expected.push(Expected::Reply {
                 ends_with: b"1",
-                prepared: Some(PreparedOnServer {
+                prepared: Some(Box::new(PreparedOnServer {
                     server_name: statement.server_name.clone(),
                     client_name: Some(client_name),
-                }),
+                })),
             });
         }
         Ok(())
@@ -122,10 +122,10 @@ impl Session {
             ));
             self.expected.push(Expected::Injected {
                 reply: b'1',
-                prepared: Some(PreparedOnServer {
+                prepared: Some(Box::new(PreparedOnServer {
                     server_name: statement.server_name.clone(),
                     client_name: None,
-                }),
+                })),
             });
         }
     }

@@ -26,6 +26,9 @@ pub(super) const SHARDS: usize = 16;
 pub struct ClassificationCache {
     shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
+    /// The classification of a plain read (most `SELECT`s), shared: handing
+    /// out a reference costs less than allocating a copy per query.
+    plain_read: Arc<Classification>,
 }
 
 /// One shard: a CLOCK (second-chance) cache, an approximation of LRU that
@@ -112,6 +115,7 @@ impl ClassificationCache {
         ClassificationCache {
             shards,
             hasher: RandomState::default(),
+            plain_read: Arc::new(classify("SELECT")),
         }
     }
 
@@ -121,9 +125,20 @@ impl ClassificationCache {
         // A single statement the keyword fast path settles costs less than
         // a lookup (texts with literals rarely repeat), so it skips the cache.
         if let Some(quick) = quick_classification(sql) {
+            if quick == *self.plain_read {
+                return self.plain_read.clone();
+            }
             return Arc::new(quick);
         }
         self.cached(sql, || classify(sql))
+    }
+
+    /// Whether `class` is the shared classification of a plain read: one
+    /// statement, a `SELECT` (or `VALUES`, `TABLE`) that its tokens settled
+    /// as calling nothing. Such a text is no `COPY`, has no session effect
+    /// and no hint, so callers need not look at it for those.
+    pub fn is_plain_read(&self, class: &Arc<Classification>) -> bool {
+        Arc::ptr_eq(class, &self.plain_read)
     }
 
     /// Like [`classify`](Self::classify), for texts that usually repeat

@@ -768,6 +768,30 @@ fn cache_hits_return_the_same_classification() {
 }
 
 #[test]
+fn plain_reads_share_one_classification_and_other_texts_get_their_own() {
+    let cache = ClassificationCache::new(0);
+    let first = cache.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 1");
+    let second = cache.classify("select * from t where id in (1, 2)");
+    assert!(Arc::ptr_eq(&first, &second));
+    assert!(cache.is_plain_read(&first));
+    assert_eq!(
+        *first,
+        classify("SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+    );
+    // A column named copy does not make a COPY; a COPY is never a plain read.
+    assert!(cache.is_plain_read(&cache.classify("SELECT copy FROM t")));
+    assert!(!cache.is_plain_read(&cache.classify("COPY t TO STDOUT")));
+    assert!(!cache.is_plain_read(&cache.classify("SELECT 1; COPY t TO STDOUT")));
+    // Same keyword path, different answers: not the shared one.
+    let hinted = cache.classify("/* pgsplit:primary */ SELECT a FROM t");
+    assert_eq!(hinted.hint, Some(Hint::Primary));
+    assert!(!Arc::ptr_eq(&first, &hinted));
+    let begin = cache.classify("BEGIN");
+    assert!(!Arc::ptr_eq(&first, &begin));
+    assert!(cache.classify("DELETE FROM t").writes);
+}
+
+#[test]
 fn repeating_texts_are_cached_even_when_keywords_settle_them() {
     // Room for every text whichever shards they hash to.
     let cache = ClassificationCache::new(1000);
