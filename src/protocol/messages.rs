@@ -183,6 +183,9 @@ pub fn bind_renamed(portal: &[u8], statement: &str, rest: &[u8]) -> Bytes {
 /// [`bind_renamed`] appended to `out`: sent on every execution of a
 /// pooled prepared statement, so it is written in place.
 pub fn put_bind_renamed(out: &mut BytesMut, portal: &[u8], statement: &str, rest: &[u8]) {
+    // Its size is known up front: one reservation, then plain copies.
+    let length = 4 + portal.len() + 1 + statement.len() + 1 + rest.len();
+    out.reserve(1 + length);
     put_message(out, b'B', |b| {
         put_cstr(b, portal);
         put_cstr(b, statement.as_bytes());

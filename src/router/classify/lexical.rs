@@ -1,7 +1,7 @@
 //! The keyword fast path: statements settled by their tokens alone.
 
 use super::{TransactionControl, Verdict};
-use crate::sql::lexer::{is_ident_char, is_ident_start, is_sql_whitespace, run_end, tokens, Token};
+use crate::sql::lexer::{is_ident_char, is_sql_whitespace, run_end, tokens, Token};
 
 /// Lowercases a short ASCII word into `buf`; `None` if it cannot be a keyword
 /// this module knows (too long or not ASCII).
@@ -17,17 +17,34 @@ pub(super) fn lower_keyword<'b>(word: &str, buf: &'b mut [u8; 16]) -> Option<&'b
     std::str::from_utf8(target).ok()
 }
 
-/// Settles a statement from its tokens alone, or `None` when it needs a parse.
-pub(super) fn lexical(statement: &str) -> Option<Verdict> {
+/// The first word of a statement, where it starts, and whether opening
+/// parentheses came before it; `None` if a statement starts otherwise.
+/// A letter after plain whitespace (nearly every statement) is found by a
+/// look at the bytes; comments and parentheses go through the tokenizer.
+fn first_word(statement: &str) -> Option<(usize, &str, bool)> {
+    let bytes = statement.as_bytes();
+    let at = run_end(bytes, 0, is_sql_whitespace);
+    if bytes.get(at).is_some_and(u8::is_ascii_alphabetic) {
+        let end = run_end(bytes, at + 1, is_ident_char);
+        return Some((at, &statement[at..end], false));
+    }
     let mut words = tokens(statement).peekable();
     let mut parenthesised = false;
     while words.next_if(|(_, t)| *t == Token::Symbol('(')).is_some() {
         parenthesised = true;
     }
-    let Some((at, Token::Word(first))) = words.next() else {
-        return None;
-    };
-    let mut words = words.map(|(_, token)| token);
+    match words.next() {
+        Some((at, Token::Word(first))) => Some((at, first, parenthesised)),
+        _ => None,
+    }
+}
+
+/// Settles a statement from its tokens alone, or `None` when it needs a parse.
+pub(super) fn lexical(statement: &str) -> Option<Verdict> {
+    let (at, first, parenthesised) = first_word(statement)?;
+    // The tokens after the first word: tokenizing can start afresh there,
+    // right after a word.
+    let mut words = tokens(&statement[at + first.len()..]).map(|(_, token)| token);
     let mut buf = [0u8; 16];
     let keyword = lower_keyword(first, &mut buf)?;
     if parenthesised && !matches!(keyword, "select" | "values" | "table") {
@@ -102,6 +119,57 @@ pub(super) fn plain_select_text(rest: &str) -> bool {
         .unwrap_or_else(|| plain_select(tokens(rest).map(|(_, t)| t)))
 }
 
+/// What a byte means to [`plain_select_bytes`], looked up in a table: the
+/// scan runs on nearly every simple query.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ScanClass {
+    /// Starts an identifier or keyword (letters, `_`, non-ASCII).
+    Word,
+    Space,
+    Digit,
+    /// Always needs the tokenizer: a quote.
+    Quote,
+    /// `-`, `/` or `$`: needs the tokenizer if a comment, dollar quote follows.
+    Maybe,
+    Open,
+    Other,
+}
+
+static SCAN_CLASSES: [ScanClass; 256] = scan_classes();
+
+const fn scan_classes() -> [ScanClass; 256] {
+    let mut table = [ScanClass::Other; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' | 0x80..=0xff => ScanClass::Word,
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' => ScanClass::Space,
+            b'0'..=b'9' => ScanClass::Digit,
+            b'\'' | b'"' => ScanClass::Quote,
+            b'-' | b'/' | b'$' => ScanClass::Maybe,
+            b'(' => ScanClass::Open,
+            _ => ScanClass::Other,
+        };
+        c += 1;
+    }
+    table
+}
+
+/// Whether a word is `FOR`, `INTO` or `WITH`, in any case.
+fn stops_plain_select(word: &[u8]) -> bool {
+    // Setting bit 5 lowercases ASCII letters (and leaves these words' other
+    // bytes, all letters, comparable).
+    match *word {
+        [a, b, c] => [a | 0x20, b | 0x20, c | 0x20] == *b"for",
+        [a, b, c, d] => {
+            let lower = [a | 0x20, b | 0x20, c | 0x20, d | 0x20];
+            lower == *b"into" || lower == *b"with"
+        }
+        _ => false,
+    }
+}
+
 /// The answer of [`plain_select`] in one pass over the bytes, or `None` at
 /// the first byte that needs the tokenizer: a quote (literal or quoted
 /// identifier), a comment, or a `$` that does not start a parameter.
@@ -110,46 +178,50 @@ fn plain_select_bytes(text: &[u8]) -> Option<bool> {
     let mut previous_word: Option<&[u8]> = None;
     let mut at = 0;
     while let Some(&c) = text.get(at) {
-        if is_ident_start(c) {
-            let end = run_end(text, at + 1, is_ident_char);
-            let word = &text[at..end];
-            let stops = match word.len() {
-                3 => word.eq_ignore_ascii_case(b"for"),
-                4 => word.eq_ignore_ascii_case(b"into") || word.eq_ignore_ascii_case(b"with"),
-                _ => false,
-            };
-            if stops {
-                return Some(false);
+        match SCAN_CLASSES[usize::from(c)] {
+            ScanClass::Word => {
+                let end = run_end(text, at + 1, is_ident_char);
+                let word = &text[at..end];
+                if stops_plain_select(word) {
+                    return Some(false);
+                }
+                previous_word = Some(word);
+                at = end;
             }
-            previous_word = Some(word);
-            at = end;
-            continue;
-        }
-        let next = text.get(at + 1).copied();
-        match c {
-            c if is_sql_whitespace(c) => {
+            ScanClass::Space => at += 1,
+            ScanClass::Quote => return None,
+            ScanClass::Maybe => {
+                let next = text.get(at + 1).copied();
+                match (c, next) {
+                    (b'-', Some(b'-')) | (b'/', Some(b'*')) => return None,
+                    // A parameter is `$` and digits.
+                    (b'$', Some(b'0'..=b'9')) => {
+                        at = run_end(text, at + 1, |c| c.is_ascii_digit());
+                    }
+                    (b'$', _) => return None,
+                    _ => at += 1,
+                }
+                previous_word = None;
+            }
+            ScanClass::Open => {
+                if previous_word.is_some_and(|w| !opens_no_call(w)) {
+                    return Some(false);
+                }
+                previous_word = None;
                 at += 1;
-                continue;
             }
-            b'\'' | b'"' => return None,
-            b'-' if next == Some(b'-') => return None,
-            b'/' if next == Some(b'*') => return None,
-            b'$' if !next.is_some_and(|n| n.is_ascii_digit()) => return None,
-            b'(' if previous_word.is_some_and(|w| !opens_no_call(w)) => return Some(false),
-            // A number is one token, however long; a parameter is `$` and digits.
-            b'0'..=b'9' | b'$' => {
-                let digits_only = c == b'$';
+            // A number is one token, however long.
+            ScanClass::Digit => {
                 at = run_end(text, at + 1, |c| {
-                    c.is_ascii_digit()
-                        || (!digits_only && (c.is_ascii_alphanumeric() || c == b'.' || c == b'_'))
+                    c.is_ascii_alphanumeric() || c == b'.' || c == b'_'
                 });
                 previous_word = None;
-                continue;
             }
-            _ => {}
+            ScanClass::Other => {
+                previous_word = None;
+                at += 1;
+            }
         }
-        previous_word = None;
-        at += 1;
     }
     Some(true)
 }
@@ -260,6 +332,35 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The first word found by a look at the bytes is the tokenizer's.
+        #[test]
+        fn first_word_agrees_with_the_tokens(
+            sql in r#"( |\t|\(|--x\n|/\*c\*/|select|Begin|e'x'|U&"i"|_a|é|1|\$1|x\$y|;)*"#
+        ) {
+            let by_tokens = {
+                let mut words = tokens(&sql).peekable();
+                let mut parenthesised = false;
+                while words.next_if(|(_, t)| *t == Token::Symbol('(')).is_some() {
+                    parenthesised = true;
+                }
+                match words.next() {
+                    Some((at, Token::Word(first))) => Some((at, first, parenthesised)),
+                    _ => None,
+                }
+            };
+            // A letter before a quote starts a literal for the tokenizer
+            // (`e'x'`); the byte look takes the letter as a word, which is
+            // no keyword, so both settle nothing.
+            let fast = first_word(&sql);
+            if let (Some((_, word, _)), None) = (fast, by_tokens) {
+                let mut buf = [0u8; 16];
+                let keyword = lower_keyword(word, &mut buf);
+                proptest::prop_assert!(keyword.is_none_or(|k| k.len() == 1), "{}", sql);
+            } else {
+                proptest::prop_assert_eq!(fast, by_tokens, "{}", sql);
+            }
+        }
+
         /// Whenever the byte scan answers, the tokenizer agrees.
         #[test]
         fn byte_scan_agrees_with_the_tokens(
