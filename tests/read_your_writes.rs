@@ -139,6 +139,10 @@ async fn eventual_consistency_misses_fresh_writes() {
 async fn a_position_handed_to_another_session_makes_its_reads_causal() {
     let addr = proxy_with(Consistency::ReadYourWrites, |_| {});
     let writer = connect(addr).await;
+    // Connected before the write, so that logging in (slow in a debug
+    // build on a busy machine) does not eat into the replicas' apply delay.
+    let unaware = connect(addr).await;
+    let reader = connect(addr).await;
     assert_eq!(
         value(&writer, "SHOW pgsplit.last_lsn").await.as_deref(),
         Some("0/0")
@@ -147,17 +151,14 @@ async fn a_position_handed_to_another_session_makes_its_reads_causal() {
         .batch_execute("INSERT INTO ryw VALUES (20000, 'handed over')")
         .await
         .unwrap();
-    let lsn = value(&writer, "SHOW pgsplit.last_lsn").await.unwrap();
-    assert!(pgsplit::lsn::parse(&lsn).is_some_and(|l| l > 0), "{lsn}");
-
-    let unaware = connect(addr).await;
     let seen = value(&unaware, "SELECT note FROM ryw WHERE id = 20000").await;
     assert_eq!(
         seen, None,
         "without the position the replica's stale row shows"
     );
+    let lsn = value(&writer, "SHOW pgsplit.last_lsn").await.unwrap();
+    assert!(pgsplit::lsn::parse(&lsn).is_some_and(|l| l > 0), "{lsn}");
 
-    let reader = connect(addr).await;
     reader
         .batch_execute(&format!("SET pgsplit.min_lsn = '{lsn}'"))
         .await
