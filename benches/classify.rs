@@ -13,6 +13,8 @@ const WITH_FUNCTION: &str =
 const WITH_CTE: &str =
     "WITH recent AS (SELECT * FROM orders WHERE created_at > now() - interval '1 day') \
                         SELECT customer_id, count(*) FROM recent GROUP BY customer_id";
+/// What `pgbench -S -M simple` sends: the literal changes every time.
+const PGBENCH_SELECT: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = 71234;";
 const INSERT: &str = "INSERT INTO events (kind, payload) VALUES ($1, $2)";
 
 fn bench(c: &mut Criterion) {
@@ -24,6 +26,9 @@ fn bench(c: &mut Criterion) {
     // Keyword-settled statements skip the cache: this is what sessions pay.
     c.bench_function("through the cache API: keyword-settled SELECT", |b| {
         b.iter(|| cache.classify(black_box(SIMPLE)))
+    });
+    c.bench_function("through the cache API: pgbench -S query", |b| {
+        b.iter(|| cache.classify(black_box(PGBENCH_SELECT)))
     });
 
     for (name, sql) in [

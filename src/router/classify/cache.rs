@@ -9,7 +9,7 @@ use foldhash::HashMap;
 use crate::sql::lexer::is_sql_whitespace_char;
 use crate::sync::lock;
 
-use super::lexical::lexical;
+use super::lexical::{is_plain_read_text, lexical};
 use super::{classify, Classification, SessionUse};
 
 /// Texts longer than this are classified every time rather than cached, so
@@ -122,6 +122,9 @@ impl ClassificationCache {
     /// The classification of `sql`, from the cache or computed (outside any
     /// lock) and remembered.
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
+        if is_plain_read_text(sql) {
+            return self.plain_read.clone();
+        }
         // A single statement the keyword fast path settles costs less than
         // a lookup (texts with literals rarely repeat), so it skips the cache.
         if let Some(quick) = quick_classification(sql) {

@@ -112,6 +112,23 @@ pub(super) fn opens_no_call(word: &[u8]) -> bool {
         .any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
 }
 
+/// Whether `sql` is one `SELECT`, `VALUES` or `TABLE` that the byte scan
+/// settles as plain: its first word comes right after whitespace (no
+/// comment, so no hint), and nothing after it needs the tokenizer or makes
+/// it more than a read. Its classification is then the shared plain read,
+/// known without building one: most queries of a read-heavy application.
+pub(super) fn is_plain_read_text(sql: &str) -> bool {
+    let bytes = sql.as_bytes();
+    let at = run_end(bytes, 0, is_sql_whitespace);
+    let end = run_end(bytes, at, is_ident_char);
+    let first = bytes.get(at..end).unwrap_or_default();
+    let rest = bytes.get(end..).unwrap_or_default();
+    (first.eq_ignore_ascii_case(b"select")
+        || first.eq_ignore_ascii_case(b"values")
+        || first.eq_ignore_ascii_case(b"table"))
+        && plain_select_bytes(rest) == Some(true)
+}
+
 /// [`plain_select`] of a text: scanned byte by byte when nothing in it needs
 /// the tokenizer (the usual case), otherwise token by token.
 pub(super) fn plain_select_text(rest: &str) -> bool {
@@ -129,6 +146,8 @@ enum ScanClass {
     Digit,
     /// Always needs the tokenizer: a quote.
     Quote,
+    /// Ends a statement: what follows must be empty for the scan to answer.
+    Semicolon,
     /// `-`, `/` or `$`: needs the tokenizer if a comment, dollar quote follows.
     Maybe,
     Open,
@@ -149,6 +168,7 @@ const fn scan_classes() -> [ScanClass; 256] {
             b'\'' | b'"' => ScanClass::Quote,
             b'-' | b'/' | b'$' => ScanClass::Maybe,
             b'(' => ScanClass::Open,
+            b';' => ScanClass::Semicolon,
             _ => ScanClass::Other,
         };
         c += 1;
@@ -172,7 +192,8 @@ fn stops_plain_select(word: &[u8]) -> bool {
 
 /// The answer of [`plain_select`] in one pass over the bytes, or `None` at
 /// the first byte that needs the tokenizer: a quote (literal or quoted
-/// identifier), a comment, or a `$` that does not start a parameter.
+/// identifier), a comment, a `$` that does not start a parameter, or a `;`
+/// followed by more than whitespace and `;` (another statement).
 fn plain_select_bytes(text: &[u8]) -> Option<bool> {
     // The word right before, unless something else came after it.
     let mut previous_word: Option<&[u8]> = None;
@@ -190,6 +211,13 @@ fn plain_select_bytes(text: &[u8]) -> Option<bool> {
             }
             ScanClass::Space => at += 1,
             ScanClass::Quote => return None,
+            ScanClass::Semicolon => {
+                let rest = text.get(at..).unwrap_or_default();
+                return rest
+                    .iter()
+                    .all(|&c| c == b';' || is_sql_whitespace(c))
+                    .then_some(true);
+            }
             ScanClass::Maybe => {
                 let next = text.get(at + 1).copied();
                 match (c, next) {
@@ -331,7 +359,40 @@ mod tests {
         assert_eq!(scan(" $$x$$"), None);
     }
 
+    #[test]
+    fn plain_read_texts_are_single_plain_selects_without_comments() {
+        assert!(is_plain_read_text(
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;"
+        ));
+        assert!(is_plain_read_text(" values (1, 2) ; ;\n"));
+        assert!(is_plain_read_text("TABLE t"));
+        assert!(!is_plain_read_text("SELECT 1; SELECT 2"));
+        assert!(!is_plain_read_text("/* pgsplit:primary */ SELECT 1"));
+        assert!(!is_plain_read_text("SELECT 1 -- pgsplit:primary"));
+        assert!(!is_plain_read_text("SELECT nextval('s')"));
+        assert!(!is_plain_read_text("SELECT a FROM t FOR UPDATE"));
+        assert!(!is_plain_read_text("SELECTa FROM t"));
+        assert!(!is_plain_read_text("(SELECT 1)"));
+        assert!(!is_plain_read_text("INSERT INTO t VALUES (1)"));
+    }
+
     proptest::proptest! {
+        /// Whenever the quick check passes, the full classification is the
+        /// plain read's.
+        #[test]
+        fn plain_read_texts_classify_as_plain_reads(
+            sql in r#"[ \t]*(select|Values|TABLE)( |\t|;|\(|\)|,|=|-|/|\*|'|"|\$1|\$|1|select|into|for|with|f|x_1|--c\n|/\*c\*/|pgsplit:primary|begin|insert|é)*"#
+        ) {
+            if is_plain_read_text(&sql) {
+                proptest::prop_assert_eq!(
+                    super::super::classify(&sql),
+                    super::super::classify("SELECT"),
+                    "{}",
+                    sql
+                );
+            }
+        }
+
         /// The first word found by a look at the bytes is the tokenizer's.
         #[test]
         fn first_word_agrees_with_the_tokens(
