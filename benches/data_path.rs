@@ -83,13 +83,13 @@ fn pool_checkout(c: &mut Criterion) {
     };
     // The first checkout logs in; the rest reuse that connection.
     runtime
-        .block_on(pool.checkout(limits))
+        .block_on(pool.checkout(limits, std::time::Instant::now()))
         .expect("log in to PostgreSQL")
         .release();
     c.bench_function("pool checkout + release (idle connection)", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                match pool.checkout(limits).await {
+                match pool.checkout(limits, std::time::Instant::now()).await {
                     Ok(server) => server.release(),
                     Err(error) => panic!("checkout failed: {error}"),
                 }

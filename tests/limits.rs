@@ -327,3 +327,75 @@ async fn a_client_dribbling_its_startup_packet_is_dropped_at_client_login_timeou
         "{closed_after:?}"
     );
 }
+
+/// The backend process serving the client's next transaction.
+async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pg_backend_pid through pgsplit")
+        .get(0)
+}
+
+/// Waits until backend `pid` has left the primary, which it does once
+/// pgsplit closes its connection.
+async fn wait_until_gone(pid: i32) -> bool {
+    let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
+    for _ in 0..50 {
+        if primary_sql(&sql) == "0" {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_server_connection_is_reused_until_its_idle_timeout_then_closed() {
+    let proxy = spawn_watched_proxy(proxy_config(
+        "pool: { idle_timeout: 1s }\nrouting: { route: primary }\n",
+    ));
+    let (client, _connection) = connect_watched(&app_url(proxy.addr)).await;
+    let first = backend_pid(&client).await;
+    assert_eq!(
+        backend_pid(&client).await,
+        first,
+        "reused within the idle timeout"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after_idle = backend_pid(&client).await;
+    assert_ne!(
+        after_idle, first,
+        "a connection idle past its timeout is not reused"
+    );
+    assert!(
+        wait_until_gone(first).await,
+        "the idle connection was closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_connection_is_retired_after_its_max_lifetime_however_busy() {
+    let proxy = spawn_watched_proxy(proxy_config(
+        "pool: { max_lifetime: 2s, idle_timeout: 10m }\nrouting: { route: primary }\n",
+    ));
+    let (client, _connection) = connect_watched(&app_url(proxy.addr)).await;
+    let first = backend_pid(&client).await;
+    assert_eq!(
+        backend_pid(&client).await,
+        first,
+        "reused within its lifetime"
+    );
+    // Busy all along: never idle for long, so only the lifetime retires it.
+    let started = Instant::now();
+    let mut last = first;
+    while started.elapsed() < Duration::from_millis(2500) && last == first {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = backend_pid(&client).await;
+    }
+    assert_ne!(last, first, "a connection past its lifetime is not reused");
+    assert!(
+        wait_until_gone(first).await,
+        "the old connection was closed"
+    );
+}

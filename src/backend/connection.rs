@@ -115,7 +115,10 @@ pub struct ServerConnection {
     /// (after a rollback that may have undone some), forcing a full reset.
     pub applied_settings: Option<AppliedSettings>,
     created: Instant,
-    last_used: Instant,
+    /// When it stops being fit to hand out: its idle timeout or its
+    /// lifetime, whichever ends first, set each time it goes back to its
+    /// pool (`None`: never, for limits too large to count in an `Instant`).
+    expires_at: Option<Instant>,
 }
 
 impl ServerConnection {
@@ -146,7 +149,8 @@ impl ServerConnection {
                 prepared: PreparedSet::default(),
                 applied_settings: Some(AppliedSettings::default()),
                 created: Instant::now(),
-                last_used: Instant::now(),
+                // Judged only once idle, and `touch` sets it on the way there.
+                expires_at: None,
             };
             conn.login(target).await?;
             Ok(conn)
@@ -376,20 +380,22 @@ impl ServerConnection {
         self.read_buf.is_empty() && is_quiet(&self.stream)
     }
 
-    /// How long before `now` the connection was opened (`now` is passed
-    /// in so that one clock read serves several checks).
-    pub fn age(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.created)
+    /// Marks the connection as going back to its pool at `now`: it may be
+    /// handed out again until `idle_timeout` from now or `max_lifetime`
+    /// from its opening, whichever comes first. Worked out here, once, so
+    /// that a checkout compares one instant instead of two durations.
+    pub fn touch(&mut self, now: Instant, idle_timeout: Duration, max_lifetime: Duration) {
+        let idle_until = now.checked_add(idle_timeout);
+        let lifetime_until = self.created.checked_add(max_lifetime);
+        self.expires_at = match (idle_until, lifetime_until) {
+            (Some(idle), Some(lifetime)) => Some(idle.min(lifetime)),
+            (idle, lifetime) => idle.or(lifetime),
+        };
     }
 
-    /// How long before `now` it was last returned to the pool.
-    pub fn idle_time(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.last_used)
-    }
-
-    /// Marks the connection as used at `now` (on return to the pool).
-    pub fn touch(&mut self, now: Instant) {
-        self.last_used = now;
+    /// Whether, idle, it is still within its idle timeout and lifetime at `now`.
+    pub fn is_fresh_at(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|until| now < until)
     }
 
     /// Closes pooled prepared statements on an idle connection (one round

@@ -117,26 +117,31 @@ impl Pool {
     }
 
     /// Hands out a connection, waiting up to `limits.wait` for a free slot;
-    /// reuses a healthy idle connection or opens a new one.
+    /// reuses a healthy idle connection or opens a new one. `now` is the
+    /// caller's recent clock reading, which idle connections are judged by
+    /// unless the checkout had to wait (one clock read per request serves
+    /// several purposes on the hot path).
     pub async fn checkout(
         self: &Arc<Self>,
         limits: CheckoutLimits,
+        now: Instant,
     ) -> Result<PooledConnection, CheckoutError> {
         let wait = limits.wait;
         // The common case, a free slot, needs no timer.
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+        let (permit, now) = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => (permit, now),
             Err(_) => {
                 self.waiting.fetch_add(1, Ordering::Relaxed);
                 let acquired =
                     tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await;
                 self.waiting.fetch_sub(1, Ordering::Relaxed);
-                acquired
+                let permit = acquired
                     .map_err(|_| CheckoutError::Timeout(wait))?
-                    .map_err(|_| CheckoutError::Timeout(wait))?
+                    .map_err(|_| CheckoutError::Timeout(wait))?;
+                (permit, Instant::now())
             }
         };
-        let conn = match self.take_idle() {
+        let conn = match self.take_idle(now) {
             Some(conn) => conn,
             // Boxed: opening a connection is rare, and its state machine is
             // large enough that carrying it inline in every checkout (and in
@@ -166,20 +171,14 @@ impl Pool {
 
     /// Pops idle connections until a usable one turns up; stale or broken
     /// ones are dropped on the way.
-    fn take_idle(&self) -> Option<Box<ServerConnection>> {
+    fn take_idle(&self, now: Instant) -> Option<Box<ServerConnection>> {
         loop {
             let conn = lock(&self.idle).pop()?;
-            if self.is_reusable(&conn) && conn.is_healthy_when_idle() {
+            if conn.is_fresh_at(now) && conn.is_healthy_when_idle() {
                 return Some(conn);
             }
             tracing::debug!(node = %self.node_name, "dropping stale server connection");
         }
-    }
-
-    fn is_reusable(&self, conn: &ServerConnection) -> bool {
-        let now = Instant::now();
-        conn.age(now) < self.settings.max_lifetime
-            && conn.idle_time(now) < self.settings.idle_timeout
     }
 
     /// Its current numbers.
@@ -195,7 +194,8 @@ impl Pool {
 
     /// Closes idle connections past their idle timeout or lifetime.
     pub fn prune(&self) {
-        lock(&self.idle).retain(|conn| self.is_reusable(conn));
+        let now = Instant::now();
+        lock(&self.idle).retain(|conn| conn.is_fresh_at(now));
     }
 }
 
@@ -217,7 +217,8 @@ impl PooledConnection {
     /// clock: `now` counts as the connection's last use.
     pub fn release_at(mut self, now: Instant) {
         if let Some(mut conn) = self.conn.take() {
-            conn.touch(now);
+            let settings = &self.pool.settings;
+            conn.touch(now, settings.idle_timeout, settings.max_lifetime);
             lock(&self.pool.idle).push(conn);
         }
     }

@@ -84,8 +84,13 @@ const fn byte_class(extra: &[u8], word_bytes: bool) -> [bool; 256] {
 
 /// The end of the run of bytes from `from` on that satisfy `in_run`.
 pub fn run_end(bytes: &[u8], from: usize, in_run: impl Fn(u8) -> bool) -> usize {
-    let rest = bytes.get(from..).unwrap_or_default();
-    from + rest.iter().position(|&c| !in_run(c)).unwrap_or(rest.len())
+    // An index loop: it compiles to fewer instructions per byte than
+    // `position` on an iterator, and it runs over most bytes of most queries.
+    let mut end = from;
+    while end < bytes.len() && in_run(bytes[end]) {
+        end += 1;
+    }
+    end
 }
 
 impl<'a> Tokens<'a> {

@@ -28,7 +28,11 @@ impl Session {
         }
         let router = self.shared.router.clone();
         let config = &self.config;
-        let deadline = Instant::now() + config.failover.client_wait;
+        let started = Instant::now();
+        let deadline = started + config.failover.client_wait;
+        // The first checkout judges idle connections by `started`; retries,
+        // which may come after waits, read the clock again.
+        let mut clock = Some(started);
         // In manual mode no primary comes back unless an operator acts:
         // writes fail at once instead of waiting for one (a switchover or
         // promotion already under way is still waited for).
@@ -64,7 +68,8 @@ impl Session {
                 }
                 return Err(NoNode::ChangingPrimary.to_error());
             }
-            let error = match self.checkout(node).await {
+            let now = clock.take().unwrap_or_else(Instant::now);
+            let error = match self.checkout(node, now).await {
                 Ok(mut server) => {
                     let Some(lsn) = pick.verify_lsn else {
                         return Ok((server, in_flight, role));

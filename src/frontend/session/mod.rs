@@ -347,7 +347,7 @@ impl Session {
         // work: greet from a replica then.
         let primary = self.shared.router.primary();
         let greeting = match primary {
-            Some(node) => match self.checkout(node).await {
+            Some(node) => match self.checkout(node, Instant::now()).await {
                 Ok(server) => Ok((server, node)),
                 Err(CheckoutError::Connect(error)) if error.is_unreachable() => self
                     .checkout_replica()
@@ -403,12 +403,13 @@ impl Session {
             .router
             .choose(Need::Read, &any_replica, &primary, None)
             .ok()?;
-        let server = self.checkout(pick.node).await.ok()?;
+        let server = self.checkout(pick.node, Instant::now()).await.ok()?;
         Some((server, pick.node))
     }
 
-    /// Takes a server connection from `node`'s pool.
-    async fn checkout(&self, node: usize) -> Result<PooledConnection, CheckoutError> {
+    /// Takes a server connection from `node`'s pool; `now` is a recent
+    /// clock reading (see [`Pool::checkout`]).
+    async fn checkout(&self, node: usize, now: Instant) -> Result<PooledConnection, CheckoutError> {
         // A node added by a reload after this client logged in is looked up.
         let pool = match self.pools.get(node) {
             Some(pool) => pool.clone(),
@@ -421,7 +422,7 @@ impl Session {
             wait: self.config.query_wait_timeout,
             login_retry: self.config.server_login_retry,
         };
-        pool.checkout(limits).await
+        pool.checkout(limits, now).await
     }
 
     /// Brings a server connection's settings in line with this client's.
