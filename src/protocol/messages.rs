@@ -236,12 +236,11 @@ pub fn first_column(body: &[u8]) -> Option<&[u8]> {
 
 /// Splits a NUL-terminated string off the front of `buf`.
 pub fn read_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    // Names are mostly empty or short: a plain look at the first bytes
-    // costs less than setting up a vector search, which longer texts get.
-    let head = buf.len().min(16);
-    let end = match buf[..head].iter().position(|&b| b == 0) {
-        Some(end) => end,
-        None => head + memchr::memchr(0, &buf[head..])?,
+    // Names are mostly empty, which needs no search; `memchr` is quick on
+    // the rest (query texts, short names alike).
+    let end = match buf.first() {
+        Some(0) => 0,
+        _ => memchr::memchr(0, buf)?,
     };
     Some((&buf[..end], &buf[end + 1..]))
 }
