@@ -52,17 +52,45 @@ pub fn client_tls(config: &Config) -> anyhow::Result<Option<ClientTls>> {
 }
 
 /// Every configured user's credentials, verifiers derived once.
-fn credentials_of(config: &Config) -> HashMap<String, Arc<Credentials>> {
+/// A configured user's credentials and the configured secret they were
+/// derived from, so that a reload can tell whether they still hold.
+struct ConfiguredCredentials {
+    secret: String,
+    credentials: Arc<Credentials>,
+}
+
+/// The configured users' credentials. A reload passes the ones in force as
+/// `previous` and keeps those whose secret did not change: deriving SCRAM
+/// keys from a password costs thousands of hash rounds per user, and a
+/// burst of SIGHUPs would pay them for every user every time.
+fn credentials_of(
+    config: &Config,
+    previous: Option<&HashMap<String, ConfiguredCredentials>>,
+) -> HashMap<String, ConfiguredCredentials> {
     config
         .users
         .iter()
-        .filter_map(|user| match Credentials::from_secret(&user.password) {
-            Ok(credentials) => Some((user.name.clone(), Arc::new(credentials))),
-            Err(problem) => {
-                // Validation refuses such configs; never expected here.
-                tracing::error!(user = %user.name, problem, "unusable password");
-                None
-            }
+        .filter_map(|user| {
+            let kept = previous
+                .and_then(|old| old.get(&user.name))
+                .filter(|old| old.secret == user.password)
+                .map(|old| old.credentials.clone());
+            let credentials = match kept {
+                Some(credentials) => credentials,
+                None => match Credentials::from_secret(&user.password) {
+                    Ok(credentials) => Arc::new(credentials),
+                    Err(problem) => {
+                        // Validation refuses such configs; never expected here.
+                        tracing::error!(user = %user.name, problem, "unusable password");
+                        return None;
+                    }
+                },
+            };
+            let entry = ConfiguredCredentials {
+                secret: user.password.clone(),
+                credentials,
+            };
+            Some((user.name.clone(), entry))
         })
         .collect()
 }
@@ -74,7 +102,7 @@ pub struct Shared {
     /// Where it was read from (`None`: the environment, or built in code).
     config_path: Option<std::path::PathBuf>,
     /// The users' credentials; a reload replaces them.
-    credentials: ArcSwap<HashMap<String, Arc<Credentials>>>,
+    credentials: ArcSwap<HashMap<String, ConfiguredCredentials>>,
     /// The `monitor` user, who may use the admin console.
     monitor_credentials: Option<(String, Arc<Credentials>)>,
     /// Looks up users the config does not list (`auth_query`).
@@ -128,7 +156,8 @@ impl Shared {
 
     /// Puts a reloaded configuration in force, with its users' credentials.
     pub(crate) fn replace_config(&self, config: Arc<Config>) {
-        self.credentials.store(Arc::new(credentials_of(&config)));
+        let credentials = credentials_of(&config, Some(&self.credentials.load()));
+        self.credentials.store(Arc::new(credentials));
         self.config.store(config);
     }
 
@@ -138,7 +167,7 @@ impl Shared {
         self.credentials
             .load()
             .get(user)
-            .cloned()
+            .map(|entry| entry.credentials.clone())
             .or_else(|| self.auth_query.known(user))
     }
 
@@ -146,9 +175,9 @@ impl Shared {
     /// configured ones, else a fresh `auth_query` lookup. `Ok(None)`: no
     /// such user.
     pub async fn login_credentials(&self, user: &str) -> Result<Option<LookedUp>, PgError> {
-        if let Some(credentials) = self.credentials.load().get(user) {
+        if let Some(entry) = self.credentials.load().get(user) {
             return Ok(Some(LookedUp {
-                credentials: credentials.clone(),
+                credentials: entry.credentials.clone(),
                 expired: false,
             }));
         }
@@ -297,7 +326,7 @@ impl Proxy {
             resumed: Notify::new(),
             clients: Arc::new(ClientRegistry::default()),
             startup_settings: SettingsInterner::default(),
-            credentials: ArcSwap::from_pointee(credentials_of(&config)),
+            credentials: ArcSwap::from_pointee(credentials_of(&config, None)),
             monitor_credentials: config.monitor.as_ref().and_then(|m| {
                 let credentials = Credentials::from_secret(&m.password).ok()?;
                 Some((m.user.clone(), Arc::new(credentials)))
@@ -474,5 +503,31 @@ async fn prune_idle_connections(shared: Arc<Shared>) {
         for (_, pool) in shared.pools.all() {
             pool.prune();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_keeps_the_credentials_of_users_whose_secret_did_not_change() {
+        let config = |bob: &str| {
+            let yaml = format!(
+                "nodes:\n  - {{ name: pg1, host: 127.0.0.1, port: 5432, role: primary }}\nusers:\n  - {{ name: alice, password: a }}\n  - {{ name: bob, password: {bob} }}\n"
+            );
+            Config::from_yaml(&yaml, &|_| None).expect("valid config")
+        };
+        let before = credentials_of(&config("b1"), None);
+        let after = credentials_of(&config("b2"), Some(&before));
+        assert!(Arc::ptr_eq(
+            &before["alice"].credentials,
+            &after["alice"].credentials
+        ));
+        assert!(!Arc::ptr_eq(
+            &before["bob"].credentials,
+            &after["bob"].credentials
+        ));
+        assert_eq!(after["bob"].credentials.password.as_deref(), Some("b2"));
     }
 }
