@@ -140,6 +140,10 @@ pub struct Shared {
     /// Startup settings shared by clients that start alike.
     pub startup_settings: SettingsInterner,
     connections: AtomicUsize,
+    /// Held by a reload from reading the file to applying it: a SIGHUP and
+    /// an admin request at the same moment take turns, so neither applies
+    /// a node arrangement the other has already changed.
+    pub(crate) reloading: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -339,6 +343,7 @@ impl Proxy {
             tls,
             server_tls: server_tls.clone(),
             connections: AtomicUsize::new(0),
+            reloading: tokio::sync::Mutex::new(()),
             config: ArcSwap::from_pointee(config),
             config_path,
         };

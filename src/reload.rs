@@ -19,6 +19,7 @@ use crate::proxy::{client_tls, Shared};
 
 /// Re-reads the configuration and applies it; says what changed.
 pub async fn reload(shared: &Shared) -> Result<String, String> {
+    let _turn = shared.reloading.lock().await;
     let vars: Variables = std::env::vars().collect();
     let new = Config::load_layered(shared.config_path(), &vars).map_err(|e| e.to_string())?;
     let old = shared.config();
