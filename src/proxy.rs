@@ -51,7 +51,6 @@ pub fn client_tls(config: &Config) -> anyhow::Result<Option<ClientTls>> {
     }
 }
 
-/// Every configured user's credentials, verifiers derived once.
 /// A configured user's credentials and the configured secret they were
 /// derived from, so that a reload can tell whether they still hold.
 struct ConfiguredCredentials {

@@ -350,18 +350,31 @@ async fn wait_until_gone(pid: i32) -> bool {
     false
 }
 
+/// A pgsplit with `pool` settings routing everything to the primary, a
+/// client of it, and the backend serving that client, checked to serve its
+/// next transaction too (`reused` says why it must).
+async fn primary_client_with_pool(
+    pool: &str,
+    reused: &str,
+) -> (
+    common::RunningProxy,
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    i32,
+) {
+    let proxy = spawn_watched_proxy(proxy_config(&format!(
+        "pool: {pool}\nrouting: {{ route: primary }}\n"
+    )));
+    let (client, connection) = connect_watched(&app_url(proxy.addr)).await;
+    let first = backend_pid(&client).await;
+    assert_eq!(backend_pid(&client).await, first, "{reused}");
+    (proxy, client, connection, first)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_server_connection_is_reused_until_its_idle_timeout_then_closed() {
-    let proxy = spawn_watched_proxy(proxy_config(
-        "pool: { idle_timeout: 1s }\nrouting: { route: primary }\n",
-    ));
-    let (client, _connection) = connect_watched(&app_url(proxy.addr)).await;
-    let first = backend_pid(&client).await;
-    assert_eq!(
-        backend_pid(&client).await,
-        first,
-        "reused within the idle timeout"
-    );
+    let (_proxy, client, _connection, first) =
+        primary_client_with_pool("{ idle_timeout: 1s }", "reused within the idle timeout").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after_idle = backend_pid(&client).await;
     assert_ne!(
@@ -376,16 +389,11 @@ async fn an_idle_server_connection_is_reused_until_its_idle_timeout_then_closed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_connection_is_retired_after_its_max_lifetime_however_busy() {
-    let proxy = spawn_watched_proxy(proxy_config(
-        "pool: { max_lifetime: 2s, idle_timeout: 10m }\nrouting: { route: primary }\n",
-    ));
-    let (client, _connection) = connect_watched(&app_url(proxy.addr)).await;
-    let first = backend_pid(&client).await;
-    assert_eq!(
-        backend_pid(&client).await,
-        first,
-        "reused within its lifetime"
-    );
+    let (_proxy, client, _connection, first) = primary_client_with_pool(
+        "{ max_lifetime: 2s, idle_timeout: 10m }",
+        "reused within its lifetime",
+    )
+    .await;
     // Busy all along: never idle for long, so only the lifetime retires it.
     let started = Instant::now();
     let mut last = first;

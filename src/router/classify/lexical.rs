@@ -22,11 +22,8 @@ pub(super) fn lower_keyword<'b>(word: &str, buf: &'b mut [u8; 16]) -> Option<&'b
 /// A letter after plain whitespace (nearly every statement) is found by a
 /// look at the bytes; comments and parentheses go through the tokenizer.
 fn first_word(statement: &str) -> Option<(usize, &str, bool)> {
-    let bytes = statement.as_bytes();
-    let at = run_end(bytes, 0, is_sql_whitespace);
-    if bytes.get(at).is_some_and(u8::is_ascii_alphabetic) {
-        let end = run_end(bytes, at + 1, is_ident_char);
-        return Some((at, &statement[at..end], false));
+    if let Some((at, word)) = word_after_whitespace(statement) {
+        return Some((at, word, false));
     }
     let mut words = tokens(statement).peekable();
     let mut parenthesised = false;
@@ -37,6 +34,18 @@ fn first_word(statement: &str) -> Option<(usize, &str, bool)> {
         Some((at, Token::Word(first))) => Some((at, first, parenthesised)),
         _ => None,
     }
+}
+
+/// The first word and where it starts, when only plain whitespace comes
+/// before it (no comment, no parenthesis): found by a look at the bytes.
+fn word_after_whitespace(statement: &str) -> Option<(usize, &str)> {
+    let bytes = statement.as_bytes();
+    let at = run_end(bytes, 0, is_sql_whitespace);
+    if !bytes.get(at).is_some_and(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    let end = run_end(bytes, at + 1, is_ident_char);
+    Some((at, &statement[at..end]))
 }
 
 /// Settles a statement from its tokens alone, or `None` when it needs a parse.
@@ -118,14 +127,13 @@ pub(super) fn opens_no_call(word: &[u8]) -> bool {
 /// it more than a read. Its classification is then the shared plain read,
 /// known without building one: most queries of a read-heavy application.
 pub(super) fn is_plain_read_text(sql: &str) -> bool {
-    let bytes = sql.as_bytes();
-    let at = run_end(bytes, 0, is_sql_whitespace);
-    let end = run_end(bytes, at, is_ident_char);
-    let first = bytes.get(at..end).unwrap_or_default();
-    let rest = bytes.get(end..).unwrap_or_default();
-    (first.eq_ignore_ascii_case(b"select")
-        || first.eq_ignore_ascii_case(b"values")
-        || first.eq_ignore_ascii_case(b"table"))
+    let Some((at, first)) = word_after_whitespace(sql) else {
+        return false;
+    };
+    let rest = &sql.as_bytes()[at + first.len()..];
+    ["select", "values", "table"]
+        .iter()
+        .any(|keyword| first.eq_ignore_ascii_case(keyword))
         && plain_select_bytes(rest) == Some(true)
 }
 
