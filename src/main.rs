@@ -3,6 +3,7 @@
 //! The configuration comes from `--config FILE`, else `$PGSPLIT_CONFIG`,
 //! else `DB_*` variables; `PGSPLIT_*` variables override any of them.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -98,12 +99,14 @@ fn run(path: Option<PathBuf>, vars: &Variables) -> anyhow::Result<()> {
     })
 }
 
-/// Logs to stderr at the level `PGSPLIT_LOG` gives (default `info`).
+/// Logs to stderr at the level `PGSPLIT_LOG` gives (default `info`), with
+/// colours only on a terminal (not into files, journald or `docker logs`).
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGSPLIT_LOG")
         .unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

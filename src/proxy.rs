@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-use tracing::Instrument as _;
+use tracing::{Instrument as _, Span};
 
 use crate::admin::console::{self, ADMIN_DATABASE};
 use crate::admin::AdminServer;
@@ -406,11 +406,10 @@ impl Proxy {
                                 let socket = TcpStream::from_std(socket);
                                 async move {
                                     match socket {
-                                        Ok(socket) => serve_client(guard, socket, peer).await,
-                                        Err(error) => tracing::warn!(%error, "cannot hand over a client"),
+                                        Ok(socket) => serve_client(guard, socket, peer, span).await,
+                                        Err(error) => tracing::warn!(parent: &span, %error, "cannot hand over a client"),
                                     }
                                 }
-                                .instrument(span)
                             }),
                             Err(error) => tracing::warn!(%error, %peer, "cannot hand over a client"),
                         }
@@ -446,17 +445,18 @@ impl Proxy {
     }
 }
 
-async fn serve_client(guard: ClientGuard, socket: TcpStream, peer: SocketAddr) {
+async fn serve_client(guard: ClientGuard, socket: TcpStream, peer: SocketAddr, span: Span) {
     let shared = guard.0.clone();
     if let Err(error) = socket.set_nodelay(true) {
-        tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
+        tracing::debug!(parent: &span, %error, "could not set TCP_NODELAY");
     }
-    let outcome =
-        tokio::time::timeout(shared.config().client_login_timeout, login(&shared, socket)).await;
+    let login_timeout = shared.config().client_login_timeout;
+    let outcome = tokio::time::timeout(login_timeout, login(&shared, socket))
+        .instrument(span.clone())
+        .await;
     if let Ok(LoginOutcome::Authenticated(client)) = &outcome {
         // Every line this client's task logs from now on says who it is.
         let request = &client.request;
-        let span = tracing::Span::current();
         span.record("user", request.user.as_str());
         span.record("database", request.database.as_str());
         if let Some((_, name)) = request
@@ -469,13 +469,16 @@ async fn serve_client(guard: ClientGuard, socket: TcpStream, peer: SocketAddr) {
     }
     match outcome {
         Ok(LoginOutcome::Authenticated(client)) if client.request.database == ADMIN_DATABASE => {
-            console::run(shared, client).await
+            console::run(shared, client).instrument(span).await
         }
-        Ok(LoginOutcome::Authenticated(client)) => Session::run(shared, client, peer).await,
+        // The session names its span as the parent of what it logs rather
+        // than entering it on every poll (see `Session::span`).
+        Ok(LoginOutcome::Authenticated(client)) => Session::run(shared, client, peer, span).await,
         Ok(LoginOutcome::Cancelled | LoginOutcome::Closed) => {}
-        Err(_) => {
-            tracing::info!(%peer, "client did not finish logging in within client_login_timeout")
-        }
+        Err(_) => tracing::info!(
+            parent: &span,
+            "client did not finish logging in within client_login_timeout"
+        ),
     }
     drop(guard);
 }

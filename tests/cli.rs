@@ -71,14 +71,16 @@ fn free_address() -> String {
     format!("127.0.0.1:{port}")
 }
 
-/// Starts the binary and waits until it accepts a client.
+/// Starts the binary, its log going to `stderr`, and waits until it
+/// accepts a client.
 async fn start(
     mut command: Command,
     listen: &str,
+    stderr: Stdio,
 ) -> (std::process::Child, tokio_postgres::Client) {
     let child = command
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let addr = listen.parse().unwrap();
@@ -110,7 +112,7 @@ async fn runs_from_a_config_file_and_stops_cleanly_on_sigterm() {
     let file = write_config(&yaml);
     let mut command = Command::new(BIN);
     command.arg("--config").arg(file.path());
-    let (mut child, client) = start(command, &listen).await;
+    let (mut child, client) = start(command, &listen, Stdio::null()).await;
     let rows = client.simple_query("SELECT 1").await.unwrap();
     assert!(!rows.is_empty());
 
@@ -203,7 +205,7 @@ async fn runs_from_environment_variables_alone() {
         .env("PGSPLIT_LISTEN", &listen)
         .env("PGSPLIT_ADMIN_LISTEN", "127.0.0.1:0")
         .env("PGSPLIT_ROUTING__CONSISTENCY", "eventual");
-    let (mut child, client) = start(command, &listen).await;
+    let (mut child, client) = start(command, &listen, Stdio::null()).await;
     let rows = client.simple_query("SHOW port").await.unwrap();
     let served_by = common::first_value(&rows);
     assert_eq!(
@@ -246,4 +248,49 @@ async fn runs_from_environment_variables_alone() {
     let out = Command::new(BIN).arg("check").env_clear().output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no configuration"));
+}
+
+/// A session's log lines carry the client's span (peer, user, database),
+/// in both log formats, though the session does not enter it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_log_lines_name_the_client() {
+    for format in ["text", "json"] {
+        let listen = free_address();
+        let extra = format!("log: {{ format: {format}, queries: true }}\n");
+        let yaml = with_cluster(|c| pgsplit::demo::config_yaml(c, &listen, &extra));
+        let file = write_config(&yaml);
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .arg("--config")
+            .arg(file.path())
+            .env("PGSPLIT_LOG", "info");
+        let stderr = Stdio::from(log.reopen().unwrap());
+        let (mut child, client) = start(command, &listen, stderr).await;
+        client
+            .simple_query("SELECT 'span check' AS marker")
+            .await
+            .unwrap();
+        drop(client);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert!(!text.contains('\u{1b}'), "no colour codes in a log file");
+        let line = text
+            .lines()
+            .find(|line| line.contains("span check"))
+            .unwrap_or_else(|| panic!("no query line in the {format} log:\n{text}"));
+        if format == "text" {
+            assert!(line.contains("client{peer=127.0.0.1:"), "{line}");
+            assert!(
+                line.contains(r#"user="app""#) && line.contains(r#"database="app""#),
+                "{line}"
+            );
+        } else {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(event["span"]["name"], "client", "{line}");
+            assert_eq!(event["span"]["user"], "app", "{line}");
+            assert_eq!(event["span"]["database"], "app", "{line}");
+        }
+    }
 }

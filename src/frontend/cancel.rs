@@ -3,6 +3,7 @@
 //! running that client's query at the moment.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
@@ -20,26 +21,70 @@ pub struct CancelTarget {
     pub secret_key: i32,
 }
 
-/// Where a session publishes its current server connection.
-pub type CancelSlot = Arc<Mutex<Option<CancelTarget>>>;
+/// Where a session shows the server connection it is using, for cancel
+/// requests to read. The target stays stored while the session is between
+/// transactions, marked inactive: a session usually gets the same server
+/// connection back (pools hand out the most recently used one), and then
+/// each transaction only flips the flag instead of taking the lock twice.
+#[derive(Default)]
+struct CancelSlot {
+    active: AtomicBool,
+    target: Mutex<Option<CancelTarget>>,
+}
 
-/// Sets or clears a session's cancel target.
-pub fn publish(slot: &CancelSlot, target: Option<CancelTarget>) {
-    *lock(slot) = target;
+impl CancelSlot {
+    /// The target a cancel request should go to right now, if any.
+    fn current(&self) -> Option<CancelTarget> {
+        if self.active.load(Ordering::Acquire) {
+            lock(&self.target).clone()
+        } else {
+            None
+        }
+    }
 }
 
 /// All live client keys.
 #[derive(Default)]
 pub struct CancelRegistry {
-    keys: Mutex<HashMap<i32, (i32, CancelSlot)>>,
+    keys: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
 }
 
-/// A registered client key; unregisters itself when dropped.
+/// A registered client key; unregisters itself when dropped. Its session
+/// publishes the server connection it uses here.
 pub struct CancelKey {
     registry: Arc<CancelRegistry>,
     pub process_id: i32,
     pub secret_key: i32,
-    pub slot: CancelSlot,
+    slot: Arc<CancelSlot>,
+    /// What the slot holds, as only this key writes it: compared without
+    /// the lock.
+    stored: Option<CancelTarget>,
+}
+
+impl CancelKey {
+    /// Cancel requests go to the server connection with this key from now on.
+    pub fn publish(&mut self, address: &Arc<str>, process_id: i32, secret_key: i32) {
+        let unchanged = self.stored.as_ref().is_some_and(|stored| {
+            stored.process_id == process_id
+                && stored.secret_key == secret_key
+                && stored.address == *address
+        });
+        if !unchanged {
+            let target = CancelTarget {
+                address: address.clone(),
+                process_id,
+                secret_key,
+            };
+            *lock(&self.slot.target) = Some(target.clone());
+            self.stored = Some(target);
+        }
+        self.slot.active.store(true, Ordering::Release);
+    }
+
+    /// The session uses no server connection now: cancel requests are ignored.
+    pub fn withdraw(&self) {
+        self.slot.active.store(false, Ordering::Release);
+    }
 }
 
 impl Drop for CancelKey {
@@ -51,7 +96,7 @@ impl Drop for CancelKey {
 impl CancelRegistry {
     /// Hands out a fresh random key for a new client.
     pub fn register(self: &Arc<Self>) -> CancelKey {
-        let slot = CancelSlot::default();
+        let slot = Arc::new(CancelSlot::default());
         let mut keys = lock(&self.keys);
         let process_id = loop {
             let candidate = rand::random::<i32>() & 0x7fff_ffff;
@@ -66,6 +111,7 @@ impl CancelRegistry {
             process_id,
             secret_key,
             slot,
+            stored: None,
         }
     }
 
@@ -75,7 +121,7 @@ impl CancelRegistry {
         let target = {
             let keys = lock(&self.keys);
             match keys.get(&process_id) {
-                Some((secret, slot)) if *secret == secret_key => lock(slot).clone(),
+                Some((secret, slot)) if *secret == secret_key => slot.current(),
                 _ => None,
             }
         };
@@ -98,5 +144,35 @@ impl CancelRegistry {
         if let Err(error) = sent.await {
             tracing::warn!(%error, address = %target.address, "could not forward cancel request");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current(registry: &CancelRegistry, key: &CancelKey) -> Option<CancelTarget> {
+        let keys = lock(&registry.keys);
+        keys.get(&key.process_id)
+            .and_then(|(_, slot)| slot.current())
+    }
+
+    #[test]
+    fn a_withdrawn_target_is_not_cancelled_and_a_new_one_replaces_it() {
+        let registry = Arc::new(CancelRegistry::default());
+        let mut key = registry.register();
+        let address: Arc<str> = Arc::from("127.0.0.1:5432");
+        assert_eq!(current(&registry, &key), None);
+        key.publish(&address, 7, 70);
+        assert_eq!(current(&registry, &key).map(|t| t.process_id), Some(7));
+        key.withdraw();
+        assert_eq!(current(&registry, &key), None, "between transactions");
+        key.publish(&address, 7, 70);
+        assert_eq!(current(&registry, &key).map(|t| t.process_id), Some(7));
+        key.publish(&address, 8, 80);
+        let target = current(&registry, &key);
+        assert_eq!(target.map(|t| (t.process_id, t.secret_key)), Some((8, 80)));
+        drop(key);
+        assert!(lock(&registry.keys).is_empty());
     }
 }

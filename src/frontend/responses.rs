@@ -19,6 +19,27 @@ pub struct PreparedOnServer {
     pub client_name: Option<Vec<u8>>,
 }
 
+/// The message tags that can end a reply: at most three, unused places
+/// repeating the first. Checked for every relayed server message, so it is
+/// three byte comparisons rather than a search through a slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndTags([u8; 3]);
+
+impl EndTags {
+    /// A reply that ends with one of `tags` (one to three of them).
+    pub fn of(tags: &[u8]) -> EndTags {
+        let first = tags.first().copied().unwrap_or_default();
+        let at = |i: usize| tags.get(i).copied().unwrap_or(first);
+        EndTags([first, at(1), at(2)])
+    }
+
+    /// Whether a message with `tag` ends the reply.
+    pub fn contains(self, tag: u8) -> bool {
+        let [a, b, c] = self.0;
+        tag == a || tag == b || tag == c
+    }
+}
+
 /// One expected response (or run of responses).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expected {
@@ -28,7 +49,7 @@ pub enum Expected {
     Sync,
     /// An extended-protocol message whose reply ends with one of `ends_with`.
     Reply {
-        ends_with: &'static [u8],
+        ends_with: EndTags,
         /// Boxed, like `Injected`'s: it is rare, and entries are moved
         /// in and out of the queue for every message.
         prepared: Option<Box<PreparedOnServer>>,
@@ -49,14 +70,14 @@ pub enum Expected {
 impl Expected {
     /// The reply a forwarded extended-protocol message gets, by its tag.
     pub fn reply_to(tag: u8) -> Expected {
-        let ends_with: &'static [u8] = match tag {
+        let ends_with = EndTags::of(match tag {
             b'P' => b"1",
             b'B' => b"2",
             b'D' => b"Tn",
             b'E' => b"CIs",
             b'C' => b"3",
             _ => b"Z",
-        };
+        });
         Expected::Reply {
             ends_with,
             prepared: None,
@@ -96,7 +117,7 @@ impl ResponseQueue {
         match self.queue.front() {
             None | Some(Expected::Query | Expected::Sync) => true,
             Some(Expected::Reply { ends_with, .. }) => {
-                if ends_with.contains(&tag) {
+                if ends_with.contains(tag) {
                     self.queue.pop_front();
                 }
                 true
@@ -188,6 +209,15 @@ mod tests {
         assert_eq!(q.skip_to_sync(), vec![stmt]);
         assert_eq!(q.front(), Some(&Expected::Sync));
         assert_eq!(q.outstanding_ready(), 1);
+    }
+
+    #[test]
+    fn end_tags_hold_exactly_the_tags_given() {
+        let tags = EndTags::of(b"CIs");
+        assert!(b"CIs".iter().all(|&t| tags.contains(t)));
+        assert!(!tags.contains(b'D') && !tags.contains(0));
+        let one = EndTags::of(b"1");
+        assert!(one.contains(b'1') && !one.contains(b'2') && !one.contains(0));
     }
 
     #[test]

@@ -100,17 +100,17 @@ impl Session {
             drop(in_flight);
             if !on_primary {
                 // Nothing was sent yet: the read can go elsewhere.
-                tracing::warn!(%error, node = router.node_name(node), "replica unavailable, routing the read elsewhere");
+                tracing::warn!(parent: &self.span, %error, node = router.node_name(node), "replica unavailable, routing the read elsewhere");
                 router.node_failed(node);
                 failed.push(node);
                 continue;
             }
             let unreachable = matches!(&error, CheckoutError::Connect(e) if e.is_unreachable());
             if unreachable && new_primary_may_come && wait().await {
-                tracing::debug!(%error, "primary unreachable; waiting for it or a new one");
+                tracing::debug!(parent: &self.span, %error, "primary unreachable; waiting for it or a new one");
                 continue;
             }
-            tracing::warn!(%error, "no server connection for client");
+            tracing::warn!(parent: &self.span, %error, "no server connection for client");
             let code = match error {
                 CheckoutError::Timeout(_) => SqlState::TOO_MANY_CONNECTIONS,
                 CheckoutError::Connect(_) | CheckoutError::NoSuchNode(_) => {

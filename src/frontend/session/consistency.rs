@@ -96,7 +96,7 @@ impl Session {
     pub(super) fn on_commit_position_error(&mut self, frame: &Frame) {
         let fields = error_fields(frame.body());
         let message = String::from_utf8_lossy(fields.message.unwrap_or_default()).into_owned();
-        tracing::warn!(%message, "could not learn a commit's WAL position");
+        tracing::warn!(parent: &self.span, %message, "could not learn a commit's WAL position");
         self.commit_position = None;
     }
 

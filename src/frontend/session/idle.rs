@@ -89,7 +89,7 @@ impl Session {
                 "terminating connection due to idle-in-transaction timeout",
             )
         };
-        tracing::info!(%error, idle = ?last_activity.elapsed(), "closing idle client");
+        tracing::info!(parent: &self.span, %error, idle = ?last_activity.elapsed(), "closing idle client");
         self.client_out.extend_from_slice(&error.to_message());
         self.finished = true;
         true

@@ -24,7 +24,7 @@ impl Session {
             counters
                 .unparsed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!("statement could not be classified; sent to the primary");
+            tracing::debug!(parent: &self.span, "statement could not be classified; sent to the primary");
         }
         if let Some(unit) = unit {
             // The plan already looked at this unit's statements.
@@ -50,13 +50,13 @@ impl Session {
             }
         };
         if let Err(error) = self.sync_settings(&mut server).await {
-            tracing::warn!("could not restore session settings on a server connection");
+            tracing::warn!(parent: &self.span, "could not restore session settings on a server connection");
             self.reply(error.to_message("ERROR"));
             self.reject_tail(tag);
             return false;
         }
         if let Err(error) = self.trim_prepared(&mut server).await {
-            tracing::warn!(%error, "server connection lost while closing prepared statements");
+            tracing::warn!(parent: &self.span, %error, "server connection lost while closing prepared statements");
             self.reject(
                 PgError::error(
                     SqlState::CONNECTION_FAILURE,

@@ -90,7 +90,7 @@ impl Session {
             }
             Some(Expected::CommitPosition) => self.on_commit_position_message(&frame),
             Some(Expected::Reply { ends_with, .. }) => {
-                let done = ends_with.contains(&tag);
+                let done = ends_with.contains(tag);
                 self.client_out.extend_from_slice(frame.bytes());
                 if done {
                     self.expected.pop();
@@ -244,7 +244,7 @@ impl Session {
             return;
         };
         self.abandon_commit_position();
-        tracing::warn!(%error, node = server.pool().node_name(), "server connection lost");
+        tracing::warn!(parent: &self.span, %error, node = server.pool().node_name(), "server connection lost");
         drop(server);
         let error = self.server_fatal.take().unwrap_or_else(|| {
             PgError::error(

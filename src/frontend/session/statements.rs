@@ -11,7 +11,7 @@ impl Session {
             return Err(malformed("Parse"));
         };
         if self.config.log.queries {
-            tracing::info!(query = %query_text(parse.query), "parse");
+            tracing::info!(parent: &self.span, query = %query_text(parse.query), "parse");
         }
         let planned = self.server.is_none();
         let parsed = self
@@ -78,7 +78,7 @@ impl Session {
                 &statement.parse_rest,
             ));
             self.expected.push(Expected::Reply {
-                ends_with: b"1",
+                ends_with: EndTags::of(b"1"),
                 prepared: Some(Box::new(PreparedOnServer {
                     server_name: statement.server_name.clone(),
                     client_name: Some(client_name),
