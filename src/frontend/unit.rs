@@ -68,17 +68,19 @@ impl UnitTraits {
         self.writes || self.writes_by_function
     }
 
-    /// The need of the unit, given the session's state.
+    /// The need of the unit, given the session's state. Whether the
+    /// session is read-only by default is asked only for a `BEGIN` (a
+    /// settings lookup the other transactions need not pay for).
     pub fn need(
         &self,
         session: &SessionRoute,
-        read_only_session: bool,
+        read_only_session: impl FnOnce() -> bool,
         recently_wrote: bool,
     ) -> Need {
         if self.writes || self.hint == Some(Hint::Primary) {
             return Need::Primary;
         }
-        if self.begins_read_write && !read_only_session {
+        if self.begins_read_write && !read_only_session() {
             return Need::Primary;
         }
         if self.hint == Some(Hint::Replica) {

@@ -33,9 +33,11 @@ impl Session {
         }
         let need = match (unit, self.deferred_begin.is_some()) {
             (Some(unit), true) if unit.sets_transaction_read_only && !unit.wrote() => Need::Read,
-            (Some(unit), false) => {
-                unit.need(&self.route, self.read_only_session(), self.recently_wrote())
-            }
+            (Some(unit), false) => unit.need(
+                &self.route,
+                || self.read_only_session(),
+                self.recently_wrote(),
+            ),
             _ => Need::Primary,
         };
         let min_lsn = self.read_min_lsn(unit);
