@@ -22,10 +22,11 @@ pub struct CancelTarget {
 }
 
 /// Where a session shows the server connection it is using, for cancel
-/// requests to read. The target stays stored while the session is between
-/// transactions, marked inactive: a session usually gets the same server
-/// connection back (pools hand out the most recently used one), and then
-/// each transaction only flips the flag instead of taking the lock twice.
+/// requests to read. Between transactions the target stays stored, marked
+/// inactive, so ending a transaction takes no lock, and starting one takes
+/// it only when the server connection differs from the last one (pools
+/// hand out the most recently used connection, so a client that is alone
+/// on its pool gets the same one back every time).
 #[derive(Default)]
 struct CancelSlot {
     active: AtomicBool,
