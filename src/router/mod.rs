@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use smallvec::SmallVec;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, LoadBalance, PrimaryReads, Route, RoutingConfig};
@@ -21,6 +22,10 @@ use crate::protocol::error::{PgError, SqlState};
 /// How long a node that refused a connection is left out of read routing
 /// (until the replication monitor tracks node health).
 const FAILED_NODE_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Candidate nodes for one read. Clusters have a handful of nodes, so the
+/// list stays on the stack: a read is routed per transaction.
+type Candidates = SmallVec<[usize; 8]>;
 
 /// What a unit of work needs from its node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,25 +293,26 @@ impl Router {
         if need == Need::Primary || session.route == Route::Primary {
             return primary_of(&topology).map(Pick::at);
         }
-        let now_ms = self.now_ms();
         let plan = self.plan.load();
-        let replicas: Vec<usize> = (0..topology.nodes.len().min(plan.nodes.len()))
+        // The clock is read only if some node is being skipped.
+        let mut now_ms = None;
+        let replicas: Candidates = (0..topology.nodes.len().min(plan.nodes.len()))
             .filter(|&index| {
                 let node = &plan.nodes[index];
                 topology.is_readable_replica(index)
                     && !excluded.contains(&index)
-                    && node.activity.skip_until_ms.load(Ordering::Relaxed) <= now_ms
+                    && self.is_not_skipped(node, &mut now_ms)
                     && session
                         .tag
                         .as_ref()
                         .is_none_or(|tag| node.tags.contains(tag))
             })
             .collect();
-        let fresh: Vec<usize> = match min_lsn {
+        let fresh: Candidates = match min_lsn {
             Some(lsn) => replicas
                 .iter()
                 .copied()
-                .filter(|&index| self.replay_lsn(&topology, index) >= lsn)
+                .filter(|&index| replay_lsn(&plan, &topology, index) >= lsn)
                 .collect(),
             None => replicas.clone(),
         };
@@ -343,16 +349,11 @@ impl Router {
         Err(NoNode::NoReplica)
     }
 
-    /// The newest replay position known for `node`.
-    fn replay_lsn(&self, topology: &Topology, node: usize) -> u64 {
-        let monitored = topology.nodes[node].replay_lsn.unwrap_or(0);
-        let seen = self
-            .plan
-            .load()
-            .nodes
-            .get(node)
-            .map_or(0, |n| n.activity.replay_lsn_seen.load(Ordering::Relaxed));
-        monitored.max(seen)
+    /// Whether `node` is not left out of read routing after a failure;
+    /// `now_ms` caches the clock reading across the nodes of one choice.
+    fn is_not_skipped(&self, node: &NodeLoad, now_ms: &mut Option<u64>) -> bool {
+        let skip_until = node.activity.skip_until_ms.load(Ordering::Relaxed);
+        skip_until == 0 || skip_until <= *now_ms.get_or_insert_with(|| self.now_ms())
     }
 
     /// Notes a replay position a session saw on `node` itself.
@@ -436,6 +437,17 @@ fn weighted_pick(plan: &Plan, candidates: &[usize], ticket: u64) -> usize {
         slot -= weight;
     }
     candidates[0]
+}
+
+/// The newest replay position known for `node`: the monitor's, or a
+/// newer one a session saw on the node itself.
+fn replay_lsn(plan: &Plan, topology: &Topology, node: usize) -> u64 {
+    let monitored = topology.nodes[node].replay_lsn.unwrap_or(0);
+    let seen = plan
+        .nodes
+        .get(node)
+        .map_or(0, |n| n.activity.replay_lsn_seen.load(Ordering::Relaxed));
+    monitored.max(seen)
 }
 
 /// The primary, or why there is none.
