@@ -101,6 +101,9 @@ fn run(path: Option<PathBuf>, vars: &Variables) -> anyhow::Result<()> {
 
 /// Logs to stderr at the level `PGSPLIT_LOG` gives (default `info`), with
 /// colours only on a terminal (not into files, journald or `docker logs`).
+/// JSON lines carry the event's parent span as `span` and no `spans` list:
+/// sessions name their span as the parent instead of entering it, so the
+/// list of entered spans would always be empty.
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGSPLIT_LOG")
         .unwrap_or_else(|_| "info".into());
@@ -110,7 +113,7 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.json().with_span_list(false).init(),
     }
 }
 

@@ -291,6 +291,7 @@ async fn session_log_lines_name_the_client() {
             assert_eq!(event["span"]["name"], "client", "{line}");
             assert_eq!(event["span"]["user"], "app", "{line}");
             assert_eq!(event["span"]["database"], "app", "{line}");
+            assert!(event.get("spans").is_none(), "no empty span list: {line}");
         }
     }
 }

@@ -271,13 +271,26 @@ async fn temporary_tables_pin_the_client() {
 async fn cancel_requests_reach_the_running_query() {
     let client = connect(proxy()).await;
     let token = client.cancel_token();
+    // Cancelled once the query runs on the primary (a cancel before that
+    // finds nothing to cancel, in PostgreSQL as through pgsplit).
     let canceller = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let running = "SELECT count(*) FROM pg_stat_activity \
+                       WHERE query LIKE '%pg_sleep(20)' AND state = 'active' \
+                       AND pid <> pg_backend_pid()";
+        for _ in 0..200 {
+            let count = tokio::task::spawn_blocking(move || primary_sql(running))
+                .await
+                .unwrap();
+            if count.trim() == "1" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         token.cancel_query(tokio_postgres::NoTls).await
     });
     let started = std::time::Instant::now();
     let error = client
-        .simple_query("SELECT pg_sleep(20)")
+        .simple_query("/* pgsplit:primary */ SELECT pg_sleep(20)")
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED));
