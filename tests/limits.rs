@@ -3,7 +3,8 @@
 //! the server connection rolled back and reclaimed), per-user
 //! `max_connections` (53300), `query_wait_timeout` (53300),
 //! `server_connect_timeout` and `server_login_retry` (08006), and
-//! `client_login_timeout` against a client that dribbles its bytes.
+//! `client_login_timeout` against a client that dribbles its bytes, and a
+//! cancel request ending a query's wait for a pooled connection (57014).
 
 mod common;
 
@@ -290,6 +291,66 @@ async fn query_wait_timeout_bounds_the_wait_for_a_pooled_connection() {
     // The session goes on; once the connection is free the query runs.
     holder.batch_execute("COMMIT").await.unwrap();
     waiter.batch_execute("SELECT 1").await.unwrap();
+}
+
+/// Polls the metrics until `sample` shows up; panics after 10 s.
+async fn wait_for_metric(admin: std::net::SocketAddr, sample: &str) {
+    for _ in 0..200 {
+        if common::admin_get(admin, "/metrics").1.contains(sample) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("metrics never showed {sample}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_ends_the_wait_for_a_pooled_connection() {
+    let proxy = spawn_watched_proxy(proxy_config(
+        "pool: { size: 1 }\nquery_wait_timeout: 60s\nrouting: { route: primary }\n",
+    ));
+    let holder = common::connect(proxy.addr).await;
+    let waiter = Arc::new(common::connect(proxy.addr).await);
+    holder.batch_execute("BEGIN").await.unwrap();
+    let holder_pid = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get::<_, i32>(0);
+    // Simple and extended protocol: the query waits behind the holder
+    // until its cancel, which fails it the way PostgreSQL fails a
+    // cancelled query, and the session goes on.
+    for extended in [false, true] {
+        let waiting = waiter.clone();
+        let query = tokio::spawn(async move {
+            if extended {
+                waiting.query("SELECT 1", &[]).await.map(|_| ())
+            } else {
+                waiting.batch_execute("SELECT 1").await
+            }
+        });
+        wait_for_metric(proxy.admin, "pgsplit_pool_waiting_clients{node=\"pg1\"} 1").await;
+        let started = Instant::now();
+        waiter.cancel_token().cancel_query(NoTls).await.unwrap();
+        let error = tokio::time::timeout(Duration::from_secs(10), query)
+            .await
+            .expect("the cancel ends the wait")
+            .unwrap()
+            .expect_err("cancelled");
+        assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        wait_for_metric(proxy.admin, "pgsplit_pool_waiting_clients{node=\"pg1\"} 0").await;
+    }
+    // The holder's transaction was not touched by the cancels.
+    let still = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get::<_, i32>(0);
+    assert_eq!(still, holder_pid);
+    holder.batch_execute("COMMIT").await.unwrap();
+    let one = waiter.query_one("SELECT 1", &[]).await.unwrap();
+    assert_eq!(one.get::<_, i32>(0), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

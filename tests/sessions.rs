@@ -271,9 +271,9 @@ async fn temporary_tables_pin_the_client() {
 async fn cancel_requests_reach_the_running_query() {
     let client = connect(proxy()).await;
     let token = client.cancel_token();
-    // Cancelled once the query runs on the primary: a cancel that arrives
-    // while the session still waits for a server connection is not held
-    // over yet (see the README's Roadmap).
+    // Cancelled once the query runs on the primary, so the request is the
+    // one forwarded to the server (a cancel during the wait for a server
+    // connection is tests/limits.rs's).
     let canceller = tokio::spawn(async move {
         let running = "SELECT count(*) FROM pg_stat_activity \
                        WHERE query LIKE '%pg_sleep(20)' AND state = 'active' \

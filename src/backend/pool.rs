@@ -131,10 +131,10 @@ impl Pool {
         let (permit, now) = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => (permit, now),
             Err(_) => {
-                self.waiting.fetch_add(1, Ordering::Relaxed);
+                let counted = WaitCount::start(&self.waiting);
                 let acquired =
                     tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await;
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                drop(counted);
                 let permit = acquired
                     .map_err(|_| CheckoutError::Timeout(wait))?
                     .map_err(|_| CheckoutError::Timeout(wait))?;
@@ -196,6 +196,23 @@ impl Pool {
     pub fn prune(&self) {
         let now = Instant::now();
         lock(&self.idle).retain(|conn| conn.is_fresh_at(now));
+    }
+}
+
+/// Counts one client in a pool's waiters until dropped, which also
+/// happens when the wait is abandoned (a cancel request, shutdown).
+struct WaitCount<'a>(&'a AtomicUsize);
+
+impl<'a> WaitCount<'a> {
+    fn start(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Self(waiting)
+    }
+}
+
+impl Drop for WaitCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

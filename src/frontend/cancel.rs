@@ -1,6 +1,8 @@
 //! Cancel requests: each client gets pgsplit's own backend key, and a
 //! cancel quoting it is forwarded to whichever server connection is
-//! running that client's query at the moment.
+//! running that client's query at the moment. A client whose query still
+//! waits for a server connection is woken instead, so the query fails
+//! with `57014` as if the server had cancelled it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::protocol::messages;
 use crate::sync::lock;
@@ -31,16 +34,45 @@ pub struct CancelTarget {
 struct CancelSlot {
     active: AtomicBool,
     target: Mutex<Option<CancelTarget>>,
+    /// The session's query waits for a server connection.
+    waiting: AtomicBool,
+    /// Wakes that wait when a cancel request arrives.
+    wake: Notify,
+}
+
+/// What a cancel request for one client finds.
+enum Found {
+    /// A server connection runs the client's query: forward the request.
+    Running(CancelTarget),
+    /// The query waits for a server connection: it was woken.
+    Woken,
+    /// Nothing to cancel.
+    Nothing,
 }
 
 impl CancelSlot {
-    /// The target a cancel request should go to right now, if any.
-    fn current(&self) -> Option<CancelTarget> {
+    /// Acts on a cancel request for this client: wakes a waiting query, or
+    /// says which server connection the request should go to.
+    fn cancel(&self) -> Found {
         if self.active.load(Ordering::Acquire) {
-            lock(&self.target).clone()
-        } else {
-            None
+            if let Some(target) = lock(&self.target).clone() {
+                return Found::Running(target);
+            }
         }
+        if self.waiting.load(Ordering::Acquire) {
+            self.wake.notify_waiters();
+            return Found::Woken;
+        }
+        Found::Nothing
+    }
+}
+
+/// Clears the waiting mark when the wait ends, however it ends.
+struct WaitingMark<'a>(&'a AtomicBool);
+
+impl Drop for WaitingMark<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -86,6 +118,20 @@ impl CancelKey {
     pub fn withdraw(&self) {
         self.slot.active.store(false, Ordering::Release);
     }
+
+    /// Resolves when a cancel request for this client arrives; meanwhile
+    /// the client counts as waiting for a server connection. Meant to race
+    /// that wait: it costs nothing until first polled, so a checkout that
+    /// completes at once never arms it.
+    pub async fn cancelled_while_waiting(&self) {
+        let woken = self.slot.wake.notified();
+        tokio::pin!(woken);
+        // Registered before the mark is set, so no request falls in between.
+        woken.as_mut().enable();
+        self.slot.waiting.store(true, Ordering::Release);
+        let _mark = WaitingMark(&self.slot.waiting);
+        woken.await;
+    }
 }
 
 impl Drop for CancelKey {
@@ -116,22 +162,33 @@ impl CancelRegistry {
         }
     }
 
-    /// Forwards a client's cancel request if its key matches; an unknown or
-    /// wrong key is ignored silently, as PostgreSQL does.
+    /// Forwards a client's cancel request if its key matches, or wakes its
+    /// query if that waits for a server connection; an unknown or wrong
+    /// key is ignored silently, as PostgreSQL does.
     pub async fn cancel(&self, process_id: i32, secret_key: i32) {
-        let target = {
+        let found = {
             let keys = lock(&self.keys);
             match keys.get(&process_id) {
-                Some((secret, slot)) if *secret == secret_key => slot.current(),
-                _ => None,
+                Some((secret, slot)) if *secret == secret_key => slot.cancel(),
+                _ => Found::Nothing,
             }
         };
-        let Some(target) = target else {
-            tracing::debug!(
-                process_id,
-                "cancel request with unknown key or idle client ignored"
-            );
-            return;
+        let target = match found {
+            Found::Running(target) => target,
+            Found::Woken => {
+                tracing::debug!(
+                    process_id,
+                    "cancel request ended a wait for a server connection"
+                );
+                return;
+            }
+            Found::Nothing => {
+                tracing::debug!(
+                    process_id,
+                    "cancel request with unknown key or idle client ignored"
+                );
+                return;
+            }
         };
         let sent = async {
             let mut stream = TcpStream::connect(&*target.address).await?;
@@ -154,8 +211,10 @@ mod tests {
 
     fn current(registry: &CancelRegistry, key: &CancelKey) -> Option<CancelTarget> {
         let keys = lock(&registry.keys);
-        keys.get(&key.process_id)
-            .and_then(|(_, slot)| slot.current())
+        match keys.get(&key.process_id).map(|(_, slot)| slot.cancel()) {
+            Some(Found::Running(target)) => Some(target),
+            _ => None,
+        }
     }
 
     #[test]
@@ -175,5 +234,44 @@ mod tests {
         assert_eq!(target.map(|t| (t.process_id, t.secret_key)), Some((8, 80)));
         drop(key);
         assert!(lock(&registry.keys).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_wakes_a_query_waiting_for_a_server_connection() {
+        use std::time::Duration;
+        let registry = Arc::new(CancelRegistry::default());
+        let key = registry.register();
+        let (process_id, secret_key) = (key.process_id, key.secret_key);
+        // A cancel while nothing waits is not kept for a later wait.
+        registry.cancel(process_id, secret_key).await;
+        let wait = Duration::from_millis(50);
+        let later = tokio::time::timeout(wait, key.cancelled_while_waiting()).await;
+        assert!(later.is_err(), "an old cancel ended a new wait");
+        // A wrong secret wakes nothing.
+        let wrong = async {
+            tokio::task::yield_now().await;
+            registry
+                .cancel(process_id, secret_key.wrapping_add(1))
+                .await;
+            std::future::pending::<()>().await;
+        };
+        let woken = tokio::time::timeout(wait, async {
+            tokio::select! {
+                () = key.cancelled_while_waiting() => true,
+                () = wrong => false,
+            }
+        });
+        assert!(woken.await.is_err(), "a wrong key ended the wait");
+        // The right one does, and the client no longer counts as waiting.
+        let right = async {
+            tokio::task::yield_now().await;
+            registry.cancel(process_id, secret_key).await;
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(key.cancelled_while_waiting(), right)
+        })
+        .await
+        .expect("the cancel ends the wait");
+        assert!(!key.slot.waiting.load(Ordering::Acquire));
     }
 }

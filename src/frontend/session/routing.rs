@@ -41,7 +41,15 @@ impl Session {
             _ => Need::Primary,
         };
         let min_lsn = self.read_min_lsn(unit);
-        let acquired = self.acquire(need, min_lsn).await;
+        // A cancel request ends the wait, as PostgreSQL would end the query.
+        let acquired = tokio::select! {
+            biased;
+            acquired = self.acquire(need, min_lsn) => acquired,
+            () = self.cancel_key.cancelled_while_waiting() => Err(PgError::error(
+                SqlState::QUERY_CANCELED,
+                "canceling statement due to user request",
+            )),
+        };
         // No longer waiting; attaching makes the client active.
         self.registration.entry.set(ClientState::Idle, None);
         let (mut server, in_flight, role) = match acquired {
