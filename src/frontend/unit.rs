@@ -11,7 +11,6 @@ use crate::config::{Route, RoutingConfig};
 use crate::protocol::messages::{bind_body, parse_body};
 use crate::router::classify::{Classification, ClassificationCache, Hint, TransactionControl};
 use crate::router::{Need, SessionRoute};
-use crate::sql::query_text;
 
 /// Beyond this many buffered bytes without a unit boundary, pgsplit stops
 /// waiting for the rest and sends the unit to the primary.
@@ -137,13 +136,12 @@ pub fn plan(
         let Some(body) = rest.get(5..1 + length) else {
             return incomplete(buf, traits);
         };
-        let text = query_text;
         match tag {
             b'Q' => {
-                let sql = text(body.strip_suffix(b"\0").unwrap_or(body));
-                let class = cache.classify(&sql);
+                let sql = body.strip_suffix(b"\0").unwrap_or(body);
+                let class = cache.classify(sql);
                 if !cache.is_plain_read(&class) {
-                    traits.may_copy |= mentions_copy(sql.as_bytes());
+                    traits.may_copy |= mentions_copy(sql);
                 }
                 traits.absorb(&class, function_is_read_only);
                 return Lookahead::Planned(traits);

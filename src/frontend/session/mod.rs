@@ -774,9 +774,7 @@ impl Session {
         // the next one.
         let unit = self.unit.take();
         // Mid-transaction no plan has looked at the query: classify it here.
-        let class = unit
-            .is_none()
-            .then(|| self.shared.classifier.classify(&text()));
+        let class = unit.is_none().then(|| self.shared.classifier.classify(sql));
         let touches_session = unit.map_or_else(
             || class.as_ref().is_none_or(|c| c.touches_session),
             |unit| unit.touches_session,

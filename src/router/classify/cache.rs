@@ -7,6 +7,7 @@ use foldhash::fast::RandomState;
 use foldhash::HashMap;
 
 use crate::sql::lexer::is_sql_whitespace_char;
+use crate::sql::query_text;
 use crate::sync::lock;
 
 use super::lexical::{is_plain_read_text, lexical};
@@ -120,11 +121,16 @@ impl ClassificationCache {
     }
 
     /// The classification of `sql`, from the cache or computed (outside any
-    /// lock) and remembered.
-    pub fn classify(&self, sql: &str) -> Arc<Classification> {
-        if is_plain_read_text(sql) {
+    /// lock) and remembered. It takes bytes as they came from the wire
+    /// (or a `str`): a plain read is recognised before any UTF-8 check,
+    /// which only the other texts need.
+    pub fn classify(&self, sql: &(impl AsRef<[u8]> + ?Sized)) -> Arc<Classification> {
+        let bytes = sql.as_ref();
+        if is_plain_read_text(bytes) {
             return self.plain_read.clone();
         }
+        let text = query_text(bytes);
+        let sql: &str = &text;
         // A single statement the keyword fast path settles costs less than
         // a lookup (texts with literals rarely repeat), so it skips the cache.
         if let Some(quick) = quick_classification(sql) {

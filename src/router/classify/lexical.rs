@@ -39,13 +39,19 @@ fn first_word(statement: &str) -> Option<(usize, &str, bool)> {
 /// The first word and where it starts, when only plain whitespace comes
 /// before it (no comment, no parenthesis): found by a look at the bytes.
 fn word_after_whitespace(statement: &str) -> Option<(usize, &str)> {
-    let bytes = statement.as_bytes();
+    let (at, word) = word_after_whitespace_bytes(statement.as_bytes())?;
+    // The word ends before an ASCII byte or at the end: a char boundary.
+    Some((at, &statement[at..at + word.len()]))
+}
+
+/// [`word_after_whitespace`] over bytes, for texts not yet checked as UTF-8.
+fn word_after_whitespace_bytes(bytes: &[u8]) -> Option<(usize, &[u8])> {
     let at = run_end(bytes, 0, is_sql_whitespace);
     if !bytes.get(at).is_some_and(u8::is_ascii_alphabetic) {
         return None;
     }
     let end = run_end(bytes, at + 1, is_ident_char);
-    Some((at, &statement[at..end]))
+    Some((at, &bytes[at..end]))
 }
 
 /// Settles a statement from its tokens alone, or `None` when it needs a parse.
@@ -126,12 +132,15 @@ pub(super) fn opens_no_call(word: &[u8]) -> bool {
 /// comment, so no hint), and nothing after it needs the tokenizer or makes
 /// it more than a read. Its classification is then the shared plain read,
 /// known without building one: most queries of a read-heavy application.
-pub(super) fn is_plain_read_text(sql: &str) -> bool {
-    let Some((at, first)) = word_after_whitespace(sql) else {
+/// Bytes, not `str`: the answer is the same for the text and for its
+/// lossy UTF-8 form (every byte from 0x80 up scans as part of a word), so
+/// such a query needs no UTF-8 check.
+pub(super) fn is_plain_read_text(sql: &[u8]) -> bool {
+    let Some((at, first)) = word_after_whitespace_bytes(sql) else {
         return false;
     };
-    let rest = &sql.as_bytes()[at + first.len()..];
-    ["select", "values", "table"]
+    let rest = &sql[at + first.len()..];
+    [b"select".as_slice(), b"values", b"table"]
         .iter()
         .any(|keyword| first.eq_ignore_ascii_case(keyword))
         && plain_select_bytes(rest) == Some(true)
@@ -370,18 +379,18 @@ mod tests {
     #[test]
     fn plain_read_texts_are_single_plain_selects_without_comments() {
         assert!(is_plain_read_text(
-            "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;"
+            b"SELECT abalance FROM pgbench_accounts WHERE aid = 4711;"
         ));
-        assert!(is_plain_read_text(" values (1, 2) ; ;\n"));
-        assert!(is_plain_read_text("TABLE t"));
-        assert!(!is_plain_read_text("SELECT 1; SELECT 2"));
-        assert!(!is_plain_read_text("/* pgsplit:primary */ SELECT 1"));
-        assert!(!is_plain_read_text("SELECT 1 -- pgsplit:primary"));
-        assert!(!is_plain_read_text("SELECT nextval('s')"));
-        assert!(!is_plain_read_text("SELECT a FROM t FOR UPDATE"));
-        assert!(!is_plain_read_text("SELECTa FROM t"));
-        assert!(!is_plain_read_text("(SELECT 1)"));
-        assert!(!is_plain_read_text("INSERT INTO t VALUES (1)"));
+        assert!(is_plain_read_text(b" values (1, 2) ; ;\n"));
+        assert!(is_plain_read_text(b"TABLE t"));
+        assert!(!is_plain_read_text(b"SELECT 1; SELECT 2"));
+        assert!(!is_plain_read_text(b"/* pgsplit:primary */ SELECT 1"));
+        assert!(!is_plain_read_text(b"SELECT 1 -- pgsplit:primary"));
+        assert!(!is_plain_read_text(b"SELECT nextval('s')"));
+        assert!(!is_plain_read_text(b"SELECT a FROM t FOR UPDATE"));
+        assert!(!is_plain_read_text(b"SELECTa FROM t"));
+        assert!(!is_plain_read_text(b"(SELECT 1)"));
+        assert!(!is_plain_read_text(b"INSERT INTO t VALUES (1)"));
     }
 
     proptest::proptest! {
@@ -391,7 +400,7 @@ mod tests {
         fn plain_read_texts_classify_as_plain_reads(
             sql in r#"[ \t]*(select|Values|TABLE)( |\t|;|\(|\)|,|=|-|/|\*|'|"|\$1|\$|1|select|into|for|with|f|x_1|--c\n|/\*c\*/|pgsplit:primary|begin|insert|é)*"#
         ) {
-            if is_plain_read_text(&sql) {
+            if is_plain_read_text(sql.as_bytes()) {
                 proptest::prop_assert_eq!(
                     super::super::classify(&sql),
                     super::super::classify("SELECT"),

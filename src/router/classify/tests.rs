@@ -792,6 +792,23 @@ fn plain_reads_share_one_classification_and_other_texts_get_their_own() {
 }
 
 #[test]
+fn query_bytes_that_are_not_utf8_classify_like_their_lossy_text() {
+    let cache = ClassificationCache::new(0);
+    // Latin-1 bytes: the plain read is recognised without a UTF-8 check.
+    let plain = b"SELECT nom\xe9 FROM t WHERE x = 1";
+    assert!(cache.is_plain_read(&cache.classify(plain.as_slice())));
+    let lossy = String::from_utf8_lossy(plain);
+    assert!(cache.is_plain_read(&cache.classify(lossy.as_ref())));
+    // Everything else is classified from the lossy text.
+    let write = b"INSERT INTO t VALUES ('caf\xe9')";
+    assert!(cache.classify(write.as_slice()).writes);
+    let call = b"SELECT f\xe9(1)";
+    let class = cache.classify(call.as_slice());
+    assert!(!cache.is_plain_read(&class));
+    assert_eq!(class.functions, ["f\u{fffd}"]);
+}
+
+#[test]
 fn repeating_texts_are_cached_even_when_keywords_settle_them() {
     // Room for every text whichever shards they hash to.
     let cache = ClassificationCache::new(1000);
