@@ -5,6 +5,15 @@ use std::io;
 
 use super::*;
 
+/// Why a unit got no server connection ready for it.
+enum NotReady {
+    /// pgsplit's own error for the client.
+    Rejected(PgError),
+    /// The server refused (or lost the connection while applying) the
+    /// session's settings.
+    Settings(SyncError),
+}
+
 impl Session {
     /// Makes sure a server connection is attached; `false` means it could
     /// not be, and the client has been told why.
@@ -41,41 +50,30 @@ impl Session {
             _ => Need::Primary,
         };
         let min_lsn = self.read_min_lsn(unit);
-        // A cancel request ends the wait, as PostgreSQL would end the query.
-        let acquired = tokio::select! {
+        // A cancel request ends the wait, as PostgreSQL would end the query;
+        // a connection dropped halfway is closed, and nothing of the
+        // client's has reached a server.
+        let ready = tokio::select! {
             biased;
-            acquired = self.acquire(need, min_lsn) => acquired,
-            () = self.cancel_key.cancelled_while_waiting() => Err(PgError::error(
-                SqlState::QUERY_CANCELED,
-                "canceling statement due to user request",
+            ready = self.ready_server(need, min_lsn) => ready,
+            () = self.cancel_key.cancelled_while_waiting() => Err(NotReady::Rejected(
+                PgError::error(SqlState::QUERY_CANCELED, "canceling statement due to user request"),
             )),
         };
         // No longer waiting; attaching makes the client active.
         self.registration.entry.set(ClientState::Idle, None);
-        let (mut server, in_flight, role) = match acquired {
-            Ok(acquired) => acquired,
-            Err(error) => {
+        let (server, in_flight, role) = match ready {
+            Ok(ready) => ready,
+            Err(NotReady::Rejected(error)) => {
                 self.reject(error, tag);
                 return false;
             }
+            Err(NotReady::Settings(error)) => {
+                self.reply(error.to_message("ERROR"));
+                self.reject_tail(tag);
+                return false;
+            }
         };
-        if let Err(error) = self.sync_settings(&mut server).await {
-            tracing::warn!(parent: &self.span, "could not restore session settings on a server connection");
-            self.reply(error.to_message("ERROR"));
-            self.reject_tail(tag);
-            return false;
-        }
-        if let Err(error) = self.trim_prepared(&mut server).await {
-            tracing::warn!(parent: &self.span, %error, "server connection lost while closing prepared statements");
-            self.reject(
-                PgError::error(
-                    SqlState::CONNECTION_FAILURE,
-                    format!("server connection lost: {error}"),
-                ),
-                tag,
-            );
-            return false;
-        }
         self.commit_position_due = unit.is_some_and(|u| self.can_pipeline_commit_position(&u));
         self.attach(server, in_flight, role);
         if let Some(begin) = self.deferred_begin.take() {
@@ -89,6 +87,31 @@ impl Session {
             }
         }
         true
+    }
+
+    /// A server connection for a unit with `need`, with the session's
+    /// settings applied and room for its prepared statements.
+    async fn ready_server(
+        &self,
+        need: Need,
+        min_lsn: Option<u64>,
+    ) -> Result<(PooledConnection, InFlight, Role), NotReady> {
+        let (mut server, in_flight, role) = self
+            .acquire(need, min_lsn)
+            .await
+            .map_err(NotReady::Rejected)?;
+        if let Err(error) = self.sync_settings(&mut server).await {
+            tracing::warn!(parent: &self.span, "could not restore session settings on a server connection");
+            return Err(NotReady::Settings(error));
+        }
+        if let Err(error) = self.trim_prepared(&mut server).await {
+            tracing::warn!(parent: &self.span, %error, "server connection lost while closing prepared statements");
+            return Err(NotReady::Rejected(PgError::error(
+                SqlState::CONNECTION_FAILURE,
+                format!("server connection lost: {error}"),
+            )));
+        }
+        Ok((server, in_flight, role))
     }
 
     /// Keeps a connection under `pool.max_prepared_statements` by closing
