@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion};
 use pgsplit::backend::connection::LoginTarget;
-use pgsplit::backend::{CheckoutLimits, PoolKey, PoolSettings, Pools};
+use pgsplit::backend::{CheckoutLimits, PoolKey, PoolSettings, Pools, ServerSecret};
 use pgsplit::cluster::{LocalCluster, APP_DATABASE, APP_PASSWORD, APP_USER};
 use pgsplit::protocol::frame;
 use pgsplit::protocol::messages;
@@ -75,7 +75,9 @@ fn pool_checkout(c: &mut Criterion) {
         port,
         database: APP_DATABASE.into(),
         user: APP_USER.into(),
-        secret: Some(ScramSecret::Password(APP_PASSWORD.into())),
+        secret: Some(ServerSecret::Scram(ScramSecret::Password(
+            APP_PASSWORD.into(),
+        ))),
     });
     let limits = CheckoutLimits {
         wait: Duration::from_secs(5),

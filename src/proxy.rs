@@ -76,7 +76,7 @@ fn credentials_of(
                 .map(|old| old.credentials.clone());
             let credentials = match kept {
                 Some(credentials) => credentials,
-                None => match Credentials::from_secret(&user.password) {
+                None => match Credentials::from_secret(&user.name, &user.password) {
                     Ok(credentials) => Arc::new(credentials),
                     Err(problem) => {
                         // Validation refuses such configs; never expected here.
@@ -331,7 +331,7 @@ impl Proxy {
             startup_settings: SettingsInterner::default(),
             credentials: ArcSwap::from_pointee(credentials_of(&config, None)),
             monitor_credentials: config.monitor.as_ref().and_then(|m| {
-                let credentials = Credentials::from_secret(&m.password).ok()?;
+                let credentials = Credentials::from_secret(&m.user, &m.password).ok()?;
                 Some((m.user.clone(), Arc::new(credentials)))
             }),
             auth_query,
@@ -535,6 +535,9 @@ mod tests {
             &before["bob"].credentials,
             &after["bob"].credentials
         ));
-        assert_eq!(after["bob"].credentials.password.as_deref(), Some("b2"));
+        assert_eq!(
+            after["bob"].credentials.md5(),
+            Some(&crate::protocol::md5::Md5Hash::of_password("bob", "b2"))
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! Authentication hardening: SCRAM verifiers instead of passwords in the
-//! config, `auth_query` with `rolvaliduntil`, and the failed-login limit
-//! per source address.
+//! Authentication hardening: SCRAM verifiers and md5 hashes instead of
+//! passwords in the config, `auth_query` with `rolvaliduntil`, and the
+//! failed-login limit per source address.
 
 mod common;
 
@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use common::{primary_sql, proxy_config, spawn_proxy, try_connect, url};
+use pgsplit::cluster::{APP_MD5_PASSWORD, APP_MD5_USER, APP_PASSWORD, APP_USER};
 use pgsplit::config::{AuthQueryConfig, Config};
+use pgsplit::protocol::md5::Md5Hash;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
@@ -62,10 +64,7 @@ async fn a_scram_verifier_in_the_config_logs_clients_and_servers_in() {
     let error = current_user(trusting, "verifier_user", "anything")
         .await
         .expect_err("no password to log in to the server with");
-    let message = error
-        .as_db_error()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_default();
+    let message = db_message(&error);
     assert!(message.contains("SCRAM verifier"), "{message}");
 
     // With SCRAM (even when md5 is configured, as PostgreSQL does) the
@@ -90,6 +89,103 @@ async fn a_scram_verifier_in_the_config_logs_clients_and_servers_in() {
             client.query_one("SELECT 1", &[]).await.unwrap();
         }
     }
+}
+
+/// `config` with `user`'s password replaced by `secret`.
+fn with_secret(mut config: Config, user: &str, secret: &str) -> Config {
+    let entry = config
+        .users
+        .iter_mut()
+        .find(|u| u.name == user)
+        .expect("the demo config lists the user");
+    entry.password = secret.to_owned();
+    config
+}
+
+fn db_message(error: &tokio_postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_md5_hash_in_the_config_logs_clients_and_servers_in() {
+    // The md5 role's pg_authid entry, as an operator would copy it.
+    let hash = verifier_of(APP_MD5_USER);
+    assert!(Md5Hash::parse(&hash).is_some(), "{hash}");
+    let addr = spawn_proxy(with_secret(
+        proxy_config("auth_method: md5\n"),
+        APP_MD5_USER,
+        &hash,
+    ));
+    let error = current_user(addr, APP_MD5_USER, "wrong")
+        .await
+        .expect_err("wrong password");
+    assert_eq!(code(&error), Some(&SqlState::INVALID_PASSWORD), "{error}");
+    // The nodes ask for md5, which the hash answers, on the primary and
+    // on the replicas that serve the reads.
+    let client = try_connect(&url(addr, APP_MD5_USER, APP_MD5_PASSWORD, "app"))
+        .await
+        .expect("the md5 user logs in with its password");
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS md5_hash_t(x int); INSERT INTO md5_hash_t VALUES (1)",
+        )
+        .await
+        .expect("a write on the primary");
+    for _ in 0..4 {
+        let row = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .expect("a read");
+        assert_eq!(row.get::<_, String>(0), APP_MD5_USER);
+    }
+
+    // A node that asks for SCRAM cannot be answered with an md5 hash;
+    // the client is told why instead of seeing a bare login failure.
+    let app_hash = format!("md5{}", md5_digits(APP_USER, APP_PASSWORD));
+    let addr = spawn_proxy(with_secret(
+        proxy_config("auth_method: md5\n"),
+        APP_USER,
+        &app_hash,
+    ));
+    let error = current_user(addr, APP_USER, APP_PASSWORD)
+        .await
+        .expect_err("the server wants SCRAM");
+    let message = db_message(&error);
+    assert!(message.contains("md5 hash"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_md5_hashes_check_md5_logins_only() {
+    let mut config = auth_query_config();
+    config.users.retain(|u| u.name != APP_MD5_USER);
+    // Under SCRAM an md5 hash cannot check the proof: refused as
+    // PostgreSQL refuses it.
+    let scram = spawn_proxy(config.clone());
+    let error = current_user(scram, APP_MD5_USER, APP_MD5_PASSWORD)
+        .await
+        .expect_err("no SCRAM verifier");
+    assert_eq!(code(&error), Some(&SqlState::INVALID_PASSWORD), "{error}");
+
+    config.auth_method = pgsplit::config::AuthMethod::Md5;
+    let md5 = spawn_proxy(config);
+    assert_eq!(
+        current_user(md5, APP_MD5_USER, APP_MD5_PASSWORD)
+            .await
+            .unwrap(),
+        APP_MD5_USER
+    );
+    let error = current_user(md5, APP_MD5_USER, "wrong").await.unwrap_err();
+    assert_eq!(code(&error), Some(&SqlState::INVALID_PASSWORD), "{error}");
+}
+
+/// The hex digits PostgreSQL stores after `md5` for `user`'s `password`.
+fn md5_digits(user: &str, password: &str) -> String {
+    let stored = primary_sql(&format!("SELECT md5('{password}' || '{user}')"));
+    assert_eq!(stored.len(), 32, "{stored}");
+    stored
 }
 
 fn auth_query_config() -> Config {

@@ -10,7 +10,6 @@ use crate::backend::query_client::{self, QueryTarget};
 use crate::backend::tls::ServerTls;
 use crate::config::Config;
 use crate::monitor::{NodeState, SharedTopology};
-use crate::protocol::scram::SCRAM_PREFIX;
 use crate::protocol::{PgError, SqlState};
 use crate::sync::lock;
 
@@ -115,13 +114,6 @@ impl AuthQuery {
             tracing::info!(user, "auth_query: the user has no password");
             return Err(refused());
         };
-        if secret.starts_with("md5") && !secret.starts_with(SCRAM_PREFIX) && secret.len() == 35 {
-            tracing::warn!(
-                user,
-                "auth_query returned an md5 hash; pgsplit needs SCRAM-SHA-256 verifiers"
-            );
-            return Err(refused());
-        }
         let credentials = self.remember(user, secret).map_err(|problem| {
             tracing::warn!(user, problem, "auth_query returned an unusable password");
             refused()
@@ -140,7 +132,7 @@ impl AuthQuery {
                 return Ok(credentials.clone());
             }
         }
-        let credentials = Arc::new(Credentials::from_secret(&secret)?);
+        let credentials = Arc::new(Credentials::from_secret(user, &secret)?);
         lock(&self.known).insert(user.to_owned(), (secret, credentials.clone()));
         Ok(credentials)
     }

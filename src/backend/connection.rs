@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,6 +21,7 @@ use super::prepared::PreparedSet;
 use super::tls::{is_quiet, ServerStream, ServerTls};
 use crate::config::ServerTlsMode;
 use crate::protocol::frame::{self, Frame};
+use crate::protocol::md5::Md5Hash;
 use crate::protocol::messages::{self, read_cstr, read_i32};
 use crate::protocol::scram::{ScramClient, ScramSecret, MECHANISM};
 
@@ -35,17 +35,62 @@ pub struct LoginTarget {
     pub user: String,
     /// How to prove the user's password; `None` while pgsplit has only a
     /// verifier and no client has logged in with SCRAM yet.
-    pub secret: Option<ScramSecret>,
+    pub secret: Option<ServerSecret>,
+}
+
+/// How pgsplit proves a user's password to a node.
+#[derive(Debug, Clone)]
+pub enum ServerSecret {
+    /// A password or SCRAM keys; a password also answers md5 and
+    /// clear-text requests.
+    Scram(ScramSecret),
+    /// A stored md5 hash: it answers md5 requests only.
+    Md5(Md5Hash),
 }
 
 impl LoginTarget {
-    /// The plain password, for servers that ask for md5 or cleartext.
+    /// The plain password, for servers that ask for it in clear text.
     fn password(&self) -> Result<&str, ConnectError> {
         match &self.secret {
-            Some(ScramSecret::Password(password)) => Ok(password),
-            _ => {
-                Err(self.no_password("asks for a password, but pgsplit has only a SCRAM verifier"))
+            Some(ServerSecret::Scram(ScramSecret::Password(password))) => Ok(password),
+            _ => Err(self.no_password(&format!(
+                "asks for the password in clear text, but pgsplit has only {}",
+                self.secret_kind()
+            ))),
+        }
+    }
+
+    /// The answer to an md5 request with `salt`.
+    fn md5_answer(&self, salt: [u8; 4]) -> Result<String, ConnectError> {
+        match &self.secret {
+            Some(ServerSecret::Scram(ScramSecret::Password(password))) => {
+                Ok(Md5Hash::of_password(&self.user, password).salted(salt))
             }
+            Some(ServerSecret::Md5(hash)) => Ok(hash.salted(salt)),
+            _ => Err(self.no_password(&format!(
+                "asks for an md5 password, but pgsplit has only {}",
+                self.secret_kind()
+            ))),
+        }
+    }
+
+    /// What answers a SCRAM-SHA-256 exchange.
+    fn scram_secret(&self) -> Result<ScramSecret, ConnectError> {
+        match &self.secret {
+            Some(ServerSecret::Scram(secret)) => Ok(secret.clone()),
+            _ => Err(self.no_password(&format!(
+                "asks for SCRAM-SHA-256, and pgsplit has only {}",
+                self.secret_kind()
+            ))),
+        }
+    }
+
+    /// What pgsplit holds instead of the password, for error messages.
+    fn secret_kind(&self) -> &'static str {
+        match &self.secret {
+            Some(ServerSecret::Md5(_)) => "an md5 hash of the password",
+            Some(ServerSecret::Scram(_)) => "SCRAM keys",
+            None => "a SCRAM verifier, until a client logs in with SCRAM",
         }
     }
 
@@ -200,12 +245,8 @@ impl ServerConnection {
                                 .get(..4)
                                 .and_then(|s| s.try_into().ok())
                                 .ok_or_else(|| protocol("short md5 salt".into()))?;
-                            let hash = md5_hash(
-                                target.user.as_bytes(),
-                                target.password()?.as_bytes(),
-                                salt,
-                            );
-                            frontend::password_message(hash.as_bytes(), &mut out).map_err(io)?
+                            let answer = target.md5_answer(salt)?;
+                            frontend::password_message(answer.as_bytes(), &mut out).map_err(io)?
                         }
                         messages::AUTH_SASL => {
                             let offers_scram = payload
@@ -216,13 +257,7 @@ impl ServerConnection {
                                     "server offers no SASL mechanism pgsplit supports".into(),
                                 ));
                             }
-                            let secret = target.secret.clone().ok_or_else(|| {
-                                target.no_password(
-                                    "needs the password, and pgsplit has only a SCRAM verifier \
-                                     until a client logs in with SCRAM",
-                                )
-                            })?;
-                            let (client, client_first) = ScramClient::start(secret);
+                            let (client, client_first) = ScramClient::start(target.scram_secret()?);
                             frontend::sasl_initial_response(
                                 MECHANISM,
                                 client_first.as_bytes(),

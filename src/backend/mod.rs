@@ -7,7 +7,7 @@ pub mod prepared;
 pub mod query_client;
 pub mod tls;
 
-pub use connection::{ConnectError, ServerConnection};
+pub use connection::{ConnectError, ServerConnection, ServerSecret};
 pub use pool::{
     CheckoutError, CheckoutLimits, Pool, PoolKey, PoolSettings, PoolStats, PooledConnection, Pools,
 };

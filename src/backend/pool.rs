@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::connection::{ConnectError, LoginTarget, ServerConnection};
+use super::connection::{ConnectError, LoginTarget, ServerConnection, ServerSecret};
 use super::tls::ServerTls;
-use crate::protocol::scram::ScramSecret;
 use crate::sync::lock;
 
 /// Identifies a pool.
@@ -111,7 +110,7 @@ impl Pool {
     /// New connections log in with `secret` from now on (a reload changed
     /// the password, or a client revealed the key); open ones stay logged
     /// in. A login failure that the old secret caused no longer stands.
-    pub fn set_secret(&self, secret: Option<ScramSecret>) {
+    pub fn set_secret(&self, secret: Option<ServerSecret>) {
         lock(&self.target).secret = secret;
         *lock(&self.last_failure) = None;
     }
@@ -284,7 +283,7 @@ impl Pools {
     }
 
     /// Points every pool of `user` at a new secret.
-    pub fn set_secret(&self, user: &str, secret: Option<ScramSecret>) {
+    pub fn set_secret(&self, user: &str, secret: Option<ServerSecret>) {
         for (key, pool) in self.all() {
             if key.user == user {
                 pool.set_secret(secret.clone());

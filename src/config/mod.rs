@@ -347,8 +347,9 @@ pub struct UserConfig {
     /// PostgreSQL role name.
     pub name: String,
     /// Clear-text password (usually supplied via `${VAR}`), or a SCRAM
-    /// verifier (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`,
-    /// as `pg_authid.rolpassword` holds it) so no password is stored.
+    /// verifier (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`)
+    /// or md5 hash (`md5` and 32 hex digits, for `auth_method: md5`), as
+    /// `pg_authid.rolpassword` holds them, so no password is stored.
     pub password: String,
     /// Most clients this user may have connected at once (PostgreSQL's
     /// `CONNECTION LIMIT`); unset: only `max_client_connections` applies.

@@ -824,3 +824,28 @@ fn failover_and_admin_settings() {
         assert_contains(&error(&with(extra)), field);
     }
 }
+
+#[test]
+fn an_md5_hash_as_password_needs_auth_method_md5() {
+    let users = |password: &str| {
+        format!(
+            "nodes:\n  - {{ name: pg1, host: db1, role: primary }}\nusers:\n  - {{ name: app, password: \"{password}\" }}\n"
+        )
+    };
+    let hash = "md5f7f4a1f9b24c4b3d4e8e1a1b2c3d4e5f";
+    assert_contains(
+        &error(&users(hash)),
+        "users[0].password: is an md5 hash, which cannot check SCRAM-SHA-256 logins",
+    );
+    for method in ["md5", "trust"] {
+        let c = parse(&format!("{}auth_method: {method}\n", users(hash)));
+        assert_eq!(c.users[0].password, hash);
+    }
+    // Not 32 lowercase hex digits: a password like any other.
+    for password in [
+        "md5F7F4A1F9B24C4B3D4E8E1A1B2C3D4E5F",
+        "md5f7f4a1f9b24c4b3d4e8e1a1b2c3d4e5",
+    ] {
+        assert_eq!(parse(&users(password)).users[0].password, password);
+    }
+}

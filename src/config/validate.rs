@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{ClientTlsMode, Config, ConfigError, Role, ServerTlsMode};
+use super::{AuthMethod, ClientTlsMode, Config, ConfigError, Role, ServerTlsMode};
+use crate::protocol::md5::Md5Hash;
 use crate::protocol::scram::{ScramVerifier, SCRAM_PREFIX};
 
 const MIN_MESSAGE_SIZE: usize = 1024;
@@ -349,6 +350,14 @@ fn check_users(config: &Config) -> Result<(), ConfigError> {
         if user.password.starts_with(SCRAM_PREFIX) {
             ScramVerifier::parse(&user.password)
                 .map_err(|problem| ConfigError::invalid(format!("users[{i}].password"), problem))?;
+        }
+        if config.auth_method == AuthMethod::ScramSha256 && Md5Hash::parse(&user.password).is_some()
+        {
+            return Err(ConfigError::invalid(
+                format!("users[{i}].password"),
+                "is an md5 hash, which cannot check SCRAM-SHA-256 logins: \
+                 give the password or a SCRAM verifier, or set auth_method: md5",
+            ));
         }
         if user.max_connections == Some(0) {
             return Err(ConfigError::invalid(

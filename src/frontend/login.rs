@@ -5,17 +5,18 @@ use std::io;
 use std::net::IpAddr;
 
 use bytes::BytesMut;
-use postgres_protocol::authentication::md5_hash;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::stream::ClientStream;
 use crate::admin::console::ADMIN_DATABASE;
-use crate::auth::{Credentials, LookedUp};
+use crate::auth::LookedUp;
 use crate::config::{AuthMethod, ClientTlsMode};
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::messages::{self, read_cstr, read_i32};
-use crate::protocol::scram::{Binding, ScramError, ScramServer, MECHANISM, MECHANISM_PLUS};
+use crate::protocol::scram::{
+    Binding, ScramError, ScramServer, ScramVerifier, MECHANISM, MECHANISM_PLUS,
+};
 use crate::protocol::startup::{self, StartupPacket, StartupRequest};
 use crate::protocol::{PgError, SqlState};
 use crate::proxy::Shared;
@@ -247,23 +248,30 @@ async fn authenticate(
             format!("password authentication failed for user \"{user}\""),
         ))
     };
-    match (shared.config().auth_method, &credentials.password) {
+    match (shared.config().auth_method, credentials.md5()) {
         (AuthMethod::Trust, _) => {}
-        (AuthMethod::Md5, Some(password)) => {
+        (AuthMethod::Md5, Some(hash)) => {
             let salt: [u8; 4] = rand::random();
             stream
                 .write_all(&messages::authentication(messages::AUTH_MD5, &salt))
                 .await?;
             let response = read_password_message(stream, buf).await?;
             let (given, _) = read_cstr(response.body()).ok_or_else(malformed)?;
-            let expected = md5_hash(user.as_bytes(), password.as_bytes(), salt);
-            if given != expected.as_bytes() {
+            if given != hash.salted(salt).as_bytes() {
                 return Err(failed());
             }
         }
         // SCRAM; also md5 when only a verifier is stored, as PostgreSQL does.
         _ => {
-            let client_key = scram_exchange(stream, buf, credentials, endpoint_hash)
+            let Some(verifier) = credentials.scram() else {
+                // PostgreSQL refuses such a login the same way.
+                tracing::info!(
+                    user,
+                    "the user has only an md5 hash, which cannot check a SCRAM-SHA-256 login"
+                );
+                return Err(failed());
+            };
+            let client_key = scram_exchange(stream, buf, verifier, endpoint_hash)
                 .await
                 .map_err(|error| match error {
                     ScramLoginError::Scram(ScramError::WrongPassword) => failed(),
@@ -299,11 +307,11 @@ impl<E: Into<LoginError>> From<E> for ScramLoginError {
 }
 
 /// Runs SCRAM-SHA-256 (or -PLUS over TLS, when the certificate allows)
-/// against `credentials`; returns the `ClientKey` the proof revealed.
+/// against `verifier`; returns the `ClientKey` the proof revealed.
 async fn scram_exchange(
     stream: &mut ClientStream,
     buf: &mut BytesMut,
-    credentials: &Credentials,
+    verifier: &ScramVerifier,
     endpoint_hash: Option<&[u8]>,
 ) -> Result<[u8; 32], ScramLoginError> {
     let mut mechanisms = Vec::new();
@@ -335,7 +343,7 @@ async fn scram_exchange(
         return Err(malformed().into());
     }
     let (server, server_first) =
-        ScramServer::start(&credentials.scram, data, binding).map_err(ScramLoginError::Scram)?;
+        ScramServer::start(verifier, data, binding).map_err(ScramLoginError::Scram)?;
     stream
         .write_all(&messages::authentication(
             messages::AUTH_SASL_CONTINUE,

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod md5;
 pub mod messages;
 pub mod scram;
 pub mod startup;
