@@ -2,6 +2,8 @@
 //! and splits reads from writes. The binary in `main.rs` is a thin CLI over
 //! this library, so integration tests and benchmarks drive the same code.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod auth;
 pub mod backend;

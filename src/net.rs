@@ -11,7 +11,9 @@ use tokio::net::TcpStream;
 
 /// A plain or TLS stream over TCP; `T` is the TLS stream type of the side.
 pub enum MaybeTls<T> {
+    /// No TLS was negotiated: bytes go over the socket as they are.
     Plain(TcpStream),
+    /// TLS was negotiated: bytes are encrypted over the socket.
     Tls(Box<T>),
     /// The socket was moved out for a TLS handshake; all I/O fails.
     Detached,

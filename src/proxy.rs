@@ -108,13 +108,17 @@ pub struct Shared {
     auth_query: AuthQuery,
     /// Failed logins by source address (`auth_failure_limit`).
     pub login_failures: LoginFailures,
+    /// The server connection pools, one per (node, database, user).
     pub pools: Pools,
+    /// The clients' cancel keys, so cancel requests reach the right server.
     pub cancels: Arc<CancelRegistry>,
+    /// Server names of pooled prepared statements, shared by all clients.
     pub statement_names: StatementNames,
     /// Client-facing TLS, loaded again by every reload (rotated certificates).
     pub tls: ArcSwapOption<ClientTls>,
     /// TLS towards the nodes; a reload re-reads its CA file.
     pub server_tls: Option<ServerTls>,
+    /// Chooses the node for each transaction.
     pub router: Arc<Router>,
     /// Read/write classification of statement texts, cached.
     pub classifier: ClassificationCache,

@@ -21,12 +21,17 @@ pub enum Status {
 /// One node in the report.
 #[derive(Debug, Serialize)]
 pub struct NodeHealth {
+    /// The node's name from the config.
     pub node: String,
     /// `ok`, or the node's state (`down`, `lagging`, `fenced`, `needs_rejoin`).
     pub status: &'static str,
+    /// How long the last check took, in milliseconds; `None` before the
+    /// first check or after a failed one.
     pub latency_ms: Option<f64>,
+    /// WAL the replica has yet to replay; left out when unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<u64>,
+    /// How far behind the replica is in time; left out when unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<f64>,
 }
@@ -34,10 +39,15 @@ pub struct NodeHealth {
 /// The `/health` document.
 #[derive(Debug, Serialize)]
 pub struct Health {
+    /// The verdict a load balancer acts on.
     pub status: Status,
+    /// The node taking writes; `None` when there is none to trust.
     pub primary: Option<NodeHealth>,
+    /// Every replica, plus fenced former primaries; removed nodes are left out.
     pub replicas: Vec<NodeHealth>,
+    /// Several reachable nodes claim to be primary, so writes are held back.
     pub split_brain: bool,
+    /// Failovers and switchovers pgsplit carried out since it started.
     pub failovers: u64,
 }
 

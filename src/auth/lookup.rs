@@ -15,6 +15,7 @@ use crate::sync::lock;
 
 /// A looked-up user.
 pub struct LookedUp {
+    /// What the login is checked against (and pools log in with).
     pub credentials: Arc<Credentials>,
     /// The password is past its `VALID UNTIL`: the login must fail.
     pub expired: bool,

@@ -28,10 +28,15 @@ use crate::protocol::scram::{ScramClient, ScramSecret, MECHANISM};
 /// Where and as whom a pool logs in.
 #[derive(Debug, Clone)]
 pub struct LoginTarget {
+    /// The node's name from the config, for errors and logs.
     pub node_name: String,
+    /// Host name or IP address to connect to.
     pub host: String,
+    /// TCP port to connect to.
     pub port: u16,
+    /// The database the connections open, as the pool's clients asked.
     pub database: String,
+    /// The role the connections log in as, the pool's clients' own.
     pub user: String,
     /// How to prove the user's password; `None` while pgsplit has only a
     /// verifier and no client has logged in with SCRAM yet.
@@ -106,19 +111,41 @@ impl LoginTarget {
 /// hand the last failure to clients during `server_login_retry`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
+    /// The TCP connection could not be opened or set up.
     #[error("could not connect to server \"{node}\" ({address}): {source}")]
     Io {
+        /// The node's name from the config.
         node: String,
+        /// The `host:port` pgsplit tried.
         address: String,
+        /// The socket error; shared, so the error stays cloneable.
         source: std::sync::Arc<io::Error>,
     },
+    /// Connecting and logging in took longer than `server_connect_timeout`.
     #[error("timed out connecting to server \"{node}\" ({address})")]
-    Timeout { node: String, address: String },
+    Timeout {
+        /// The node's name from the config.
+        node: String,
+        /// The `host:port` pgsplit tried.
+        address: String,
+    },
     /// The server refused the login; the `ErrorResponse` is relayed as is.
     #[error("server \"{node}\" refused the login")]
-    Refused { node: String, error: Frame },
+    Refused {
+        /// The node's name from the config.
+        node: String,
+        /// The server's `ErrorResponse`, whole.
+        error: Frame,
+    },
+    /// TLS set-up or login went wrong: an unexpected message, a failed
+    /// handshake, or a password request pgsplit holds no answer for.
     #[error("server \"{node}\" broke the protocol during login: {detail}")]
-    Protocol { node: String, detail: String },
+    Protocol {
+        /// The node's name from the config.
+        node: String,
+        /// What went wrong, for the error message.
+        detail: String,
+    },
 }
 
 /// What a query pgsplit ran itself returned.
@@ -149,6 +176,7 @@ pub struct ServerConnection {
     max_message_size: usize,
     /// The server's backend key, for forwarding cancel requests.
     pub process_id: i32,
+    /// The secret half of that key (`BackendKeyData`).
     pub secret_key: i32,
     /// `host:port`, where cancel requests for this connection go.
     pub address: Arc<str>,

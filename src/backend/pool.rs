@@ -19,18 +19,26 @@ use crate::sync::lock;
 /// Identifies a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
+    /// Index of the node in `config.nodes`.
     pub node: usize,
+    /// The database the pool's connections open.
     pub database: String,
+    /// The role the pool's connections log in as.
     pub user: String,
 }
 
 /// Limits and timeouts shared by all pools.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
+    /// Most connections one pool may hold open (`pool.size`).
     pub size: usize,
+    /// Limit on connecting and logging in to a node (`server_connect_timeout`).
     pub connect_timeout: Duration,
+    /// An idle connection unused this long is closed (`pool.idle_timeout`).
     pub idle_timeout: Duration,
+    /// A connection this old is closed once idle (`pool.max_lifetime`).
     pub max_lifetime: Duration,
+    /// Largest message accepted from a server (`max_message_size`).
     pub max_message_size: usize,
     /// A server silent this long while owing data is given up on
     /// (`server_tcp_user_timeout`); zero: the kernel's defaults.
@@ -42,10 +50,14 @@ pub struct PoolSettings {
 /// Why no server connection could be handed out.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckoutError {
+    /// The node index has no pool and none can be made (not in the config).
     #[error("node {0} is not configured")]
     NoSuchNode(usize),
+    /// The pool stayed full for the whole wait (`query_wait_timeout`).
     #[error("no server connection became free within {0:?}")]
     Timeout(Duration),
+    /// Opening a connection failed, or another failed less than
+    /// `server_login_retry` ago.
     #[error(transparent)]
     Connect(#[from] ConnectError),
 }
@@ -80,6 +92,7 @@ pub struct CheckoutLimits {
 /// A pool's numbers, for the admin side.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PoolStats {
+    /// Most connections the pool may hold (`pool.size`).
     pub size: usize,
     /// Connections lent to clients.
     pub active: usize,

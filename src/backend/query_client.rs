@@ -12,14 +12,21 @@ use crate::config::Config;
 /// Where and as whom to open a query client.
 #[derive(Clone)]
 pub struct QueryTarget {
+    /// The node's name from the config, for errors and logs.
     pub node_name: String,
+    /// Host name or IP address to connect to.
     pub host: String,
+    /// TCP port to connect to.
     pub port: u16,
+    /// The role to log in as (the `monitor` user, say).
     pub user: String,
+    /// That role's password, in clear text.
     pub password: String,
+    /// The database to connect to.
     pub database: String,
     /// Shown in `pg_stat_activity`, so operators can tell pgsplit's queries apart.
     pub application_name: &'static str,
+    /// TLS towards the node, as for pooled connections (`server_tls`).
     pub tls: Option<ServerTls>,
 }
 

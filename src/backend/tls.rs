@@ -27,6 +27,7 @@ use crate::net::MaybeTls;
 /// configuration, so a reload that re-reads the CA file reaches them all.
 #[derive(Clone)]
 pub struct ServerTls {
+    /// The `server_tls.mode` in force: whether plaintext is acceptable.
     pub mode: ServerTlsMode,
     config: Arc<ArcSwap<rustls::ClientConfig>>,
 }

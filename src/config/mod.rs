@@ -164,8 +164,10 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines, the default.
     #[default]
     Text,
+    /// One JSON object per line, for log pipelines.
     Json,
 }
 

@@ -20,7 +20,9 @@ use crate::sync::lock;
 pub struct CancelTarget {
     /// Shared with the server connection: publishing it allocates nothing.
     pub address: Arc<str>,
+    /// The server's process ID, from its `BackendKeyData`.
     pub process_id: i32,
+    /// The server's secret key, from its `BackendKeyData`.
     pub secret_key: i32,
 }
 
@@ -86,7 +88,9 @@ pub struct CancelRegistry {
 /// publishes the server connection it uses here.
 pub struct CancelKey {
     registry: Arc<CancelRegistry>,
+    /// The process ID pgsplit told the client (unique among live clients).
     pub process_id: i32,
+    /// The secret a cancel request must quote along with `process_id`.
     pub secret_key: i32,
     slot: Arc<CancelSlot>,
     /// What the slot holds, as only this key writes it: compared without

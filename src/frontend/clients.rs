@@ -49,11 +49,17 @@ const NO_NODE: usize = usize::MAX;
 /// One logged-in client.
 #[derive(Debug)]
 pub struct ClientEntry {
+    /// Numbers clients in login order, for the admin side; never reused.
     pub id: u64,
+    /// The address the client connected from.
     pub peer: SocketAddr,
+    /// The role it logged in as.
     pub user: String,
+    /// The database it asked for.
     pub database: String,
+    /// Its startup `application_name`; empty when it sent none.
     pub application_name: String,
+    /// When it logged in.
     pub connected_at: SystemTime,
     state: AtomicU8,
     node: AtomicUsize,
@@ -68,6 +74,7 @@ impl ClientEntry {
         self.node.store(node.unwrap_or(NO_NODE), Ordering::Relaxed);
     }
 
+    /// What the client does now, as last [`set`](Self::set).
     pub fn state(&self) -> ClientState {
         match self.state.load(Ordering::Relaxed) {
             1 => ClientState::Active,
@@ -94,6 +101,7 @@ pub struct ClientRegistry {
 /// Keeps a client registered while it lives.
 pub struct Registration {
     registry: Arc<ClientRegistry>,
+    /// The client's entry, where its session records what it does.
     pub entry: Arc<ClientEntry>,
 }
 

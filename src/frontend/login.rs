@@ -29,7 +29,9 @@ const BLOCKED: &str = "too many failed login attempts from this address; try aga
 
 /// A client that has authenticated and is ready for its session.
 pub struct Authenticated {
+    /// The client's connection, TLS already negotiated if asked for.
     pub stream: ClientStream,
+    /// Who the client is and the parameters it sent at startup.
     pub request: StartupRequest,
     /// Bytes the client already sent after its last login message.
     pub buffered: BytesMut,
@@ -37,6 +39,7 @@ pub struct Authenticated {
 
 /// Where the startup phase ended.
 pub enum LoginOutcome {
+    /// The client logged in: its session can start.
     Authenticated(Authenticated),
     /// The connection carried a cancel request, now handled.
     Cancelled,

@@ -14,6 +14,7 @@ use bytes::Bytes;
 /// skips or rejects the `Parse`, the connection does not have it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedOnServer {
+    /// The pgsplit-wide name it has on the server connection.
     pub server_name: String,
     /// The client's name for it, if the client's own `Parse` created it.
     pub client_name: Option<Vec<u8>>,
@@ -49,6 +50,7 @@ pub enum Expected {
     Sync,
     /// An extended-protocol message whose reply ends with one of `ends_with`.
     Reply {
+        /// The tags of the messages that complete the reply.
         ends_with: EndTags,
         /// Boxed, like `Injected`'s: it is rare, and entries are moved
         /// in and out of the queue for every message.
@@ -59,7 +61,10 @@ pub enum Expected {
     /// The reply (`reply` tag) to a message pgsplit sent on its own, such as
     /// the `ParseComplete` of a statement it prepared; never shown to the client.
     Injected {
+        /// The tag of the one message that answers it.
         reply: u8,
+        /// The statement it prepares, if it is a `Parse`: forgotten should
+        /// the server skip or reject it.
         prepared: Option<Box<PreparedOnServer>>,
     },
     /// The answer to pgsplit's own query for the WAL position a write
@@ -92,18 +97,22 @@ pub struct ResponseQueue {
 }
 
 impl ResponseQueue {
+    /// Adds the response to a message just sent (or a synthetic reply).
     pub fn push(&mut self, expected: Expected) {
         self.queue.push_back(expected);
     }
 
+    /// The oldest response still owed, which the next server message answers.
     pub fn front(&self) -> Option<&Expected> {
         self.queue.front()
     }
 
+    /// Removes the oldest entry: its response is complete, or given up on.
     pub fn pop(&mut self) -> Option<Expected> {
         self.queue.pop_front()
     }
 
+    /// Whether nothing is owed to the client.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
@@ -182,6 +191,7 @@ impl ResponseQueue {
             .count()
     }
 
+    /// Forgets everything owed (the server connection was lost).
     pub fn clear(&mut self) {
         self.queue.clear();
     }

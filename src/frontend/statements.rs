@@ -67,10 +67,12 @@ pub struct ClientStatements {
 }
 
 impl ClientStatements {
+    /// The statement the client named `name`, if it prepared one.
     pub fn get(&self, name: &[u8]) -> Option<&Arc<PreparedStatement>> {
         self.by_name.get(name)
     }
 
+    /// Records a statement the client prepared, replacing one of the same name.
     pub fn insert(&mut self, name: Vec<u8>, statement: Arc<PreparedStatement>) {
         self.by_name.insert(name, statement);
     }
@@ -92,6 +94,7 @@ impl ClientStatements {
         }
     }
 
+    /// Forgets every statement (after `DISCARD ALL` or `DEALLOCATE ALL`).
     pub fn clear(&mut self) {
         self.by_name.clear();
     }

@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// What client TLS needs, loaded from the files; a reload loads it again.
 pub struct ClientTls {
+    /// Performs the handshake when a client sends `SSLRequest`.
     pub acceptor: TlsAcceptor,
     /// `tls-server-end-point` channel-binding data (RFC 5929): the hash of
     /// pgsplit's certificate; `None` if its signature algorithm names no

@@ -36,6 +36,7 @@ pub struct UnitTraits {
     /// A statement changes or shows session state (see
     /// [`Classification::touches_session`]).
     pub touches_session: bool,
+    /// A `pgsplit:primary` or `pgsplit:replica` comment; the last one wins.
     pub hint: Option<Hint>,
 }
 

@@ -21,7 +21,10 @@ pub struct Histogram {
 pub struct HistogramSnapshot {
     /// Cumulative counts per bucket, as Prometheus wants them.
     pub cumulative: [u64; BUCKETS.len()],
+    /// The total of all observations, in seconds (Prometheus `_sum`).
     pub sum_seconds: f64,
+    /// How many observations there were, including those above the last
+    /// bucket (Prometheus `_count`, the `+Inf` bucket).
     pub count: u64,
 }
 

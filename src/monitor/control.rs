@@ -7,16 +7,26 @@ use tokio::sync::{mpsc, oneshot};
 /// What an operator asked for.
 pub enum Request {
     /// Planned switch of the primary role to a healthy replica.
-    Switchover { target: String },
+    Switchover {
+        /// The replica to promote, by name.
+        target: String,
+    },
     /// Promote a replica because the primary failed (`manual` mode, or to
     /// choose the node); `None` picks the best candidate.
-    Promote { target: Option<String> },
+    Promote {
+        /// The replica to promote, by name.
+        target: Option<String>,
+    },
     /// Readmit a fenced or `needs_rejoin` node after it was rebuilt (runs
     /// `failover.rejoin_command` first when configured).
-    Rejoin { node: String },
+    Rejoin {
+        /// The node to readmit, by name.
+        node: String,
+    },
     /// Take on a reloaded configuration (nodes added or removed, lag
     /// limits, failover settings).
     Reload {
+        /// The configuration just loaded.
         config: std::sync::Arc<crate::config::Config>,
     },
 }

@@ -10,16 +10,22 @@ use super::topology::NodeState;
 /// The thresholds a node's checks are judged by.
 #[derive(Debug, Clone, Copy)]
 pub struct Thresholds {
+    /// Failed checks in a row that make a node `down` (`monitor.fail_after`).
     pub fail_after: u32,
+    /// Good checks in a row that bring it back `up` (`monitor.recover_after`).
     pub recover_after: u32,
+    /// A replica further behind than this is `lagging` (`routing.max_lag_bytes`).
     pub max_lag_bytes: u64,
+    /// A replica further behind in time is `lagging` (`routing.max_lag`).
     pub max_lag: Duration,
 }
 
 /// How far a replica is behind, when the monitor could work it out.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Lag {
+    /// WAL the replica has yet to replay.
     pub bytes: u64,
+    /// How long ago the primary first wrote WAL the replica has not replayed.
     pub seconds: f64,
 }
 

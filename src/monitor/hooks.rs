@@ -15,8 +15,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A node and where it lives, for the command's environment.
 pub struct NodeRef<'a> {
+    /// The node's name from the config (`PGSPLIT_NODE`, `PGSPLIT_PRIMARY`).
     pub name: &'a str,
+    /// Its host (`PGSPLIT_NODE_HOST`, `PGSPLIT_PRIMARY_HOST`).
     pub host: &'a str,
+    /// Its port (`PGSPLIT_NODE_PORT`, `PGSPLIT_PRIMARY_PORT`).
     pub port: u16,
 }
 

@@ -32,14 +32,19 @@ const RECEIVER_SQL: &str = "SELECT r.status, \
 /// What one successful check saw.
 #[derive(Debug, Clone)]
 pub struct Observation {
+    /// `pg_is_in_recovery()`: the node is a replica.
     pub in_recovery: bool,
     /// Primary: current WAL position; replica: last received position.
     pub wal_lsn: Option<u64>,
+    /// Replica: last replayed position (`pg_last_wal_replay_lsn()`).
     pub replay_lsn: Option<u64>,
     /// Replica: seconds since the last replayed transaction committed on the primary.
     pub last_replayed_commit_age: Option<f64>,
+    /// Primary: its `pg_stat_replication`; empty on a replica.
     pub replication: Vec<ReplicationRow>,
+    /// Replica: its WAL receiver; `None` on a primary.
     pub receiver: Option<WalReceiver>,
+    /// How long the whole check took, connecting included.
     pub latency: Duration,
     /// When the check finished (for lag in time).
     pub at: Instant,
@@ -60,6 +65,7 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// A probe for `target`; it connects on its first check.
     pub fn new(target: QueryTarget) -> Probe {
         Probe {
             target,

@@ -10,6 +10,7 @@ use crate::config::Role;
 /// The outcome of one round of role discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrimaryDecision {
+    /// The node that takes writes; `None` when none can be trusted.
     pub primary: Option<usize>,
     /// Nodes competing for the primary role (split brain), if any.
     pub competing: Vec<usize>,

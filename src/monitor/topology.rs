@@ -54,16 +54,28 @@ impl NodeState {
 /// One row of the primary's `pg_stat_replication`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplicationRow {
+    /// The name the replica connected with (`application_name` in its
+    /// `primary_conninfo`, by default its `cluster_name`).
     pub application_name: String,
+    /// The replica's IP address; `None` over a Unix socket.
     pub client_addr: Option<String>,
+    /// The WAL sender's state: `streaming`, `catchup`, ...
     pub state: Option<String>,
+    /// Last WAL position sent to the replica.
     pub sent_lsn: Option<u64>,
+    /// Last position the replica wrote to disk.
     pub write_lsn: Option<u64>,
+    /// Last position the replica flushed to durable storage.
     pub flush_lsn: Option<u64>,
+    /// Last position the replica replayed.
     pub replay_lsn: Option<u64>,
+    /// `write_lag`: how long recent WAL took to be written on the replica.
     pub write_lag_seconds: Option<f64>,
+    /// `flush_lag`: how long recent WAL took to be flushed on the replica.
     pub flush_lag_seconds: Option<f64>,
+    /// `replay_lag`: how long recent WAL took to be replayed on the replica.
     pub replay_lag_seconds: Option<f64>,
+    /// `async`, `sync`, `potential` or `quorum`.
     pub sync_state: Option<String>,
 }
 
@@ -74,7 +86,9 @@ pub struct WalReceiver {
     pub status: Option<String>,
     /// Seconds since the last message from its upstream.
     pub silence_seconds: Option<f64>,
+    /// The host the receiver streams from, as the replica sees it.
     pub sender_host: Option<String>,
+    /// The port the receiver streams from.
     pub sender_port: Option<i32>,
     /// The replica's `wal_receiver_timeout`, in seconds.
     pub timeout_seconds: f64,
@@ -83,10 +97,12 @@ pub struct WalReceiver {
 /// What is known about one node.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeStatus {
+    /// The node's name from the config.
     pub name: String,
     /// The role the server reports (`pg_is_in_recovery()`), or the
     /// configured one until it has answered.
     pub role: Role,
+    /// Whether it may take traffic (see [`NodeState`]).
     pub state: NodeState,
     /// Primary: `pg_current_wal_lsn()`; replica: `pg_last_wal_receive_lsn()`.
     pub wal_lsn: Option<u64>,
@@ -152,10 +168,13 @@ pub struct Topology {
 /// What a failover or switchover did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FailoverReport {
+    /// The old primary, by name.
     pub from: String,
+    /// The node promoted in its place, by name.
     pub to: String,
     /// `failover` or `switchover`.
     pub kind: &'static str,
+    /// When the new primary was put in place.
     pub finished_at: SystemTime,
     /// From deciding to promote until writes could go to the new primary.
     pub duration_seconds: f64,

@@ -8,31 +8,58 @@ use super::messages;
 pub struct SqlState;
 
 impl SqlState {
+    /// 08P01 protocol_violation: a malformed or unexpected message.
     pub const PROTOCOL_VIOLATION: &'static str = "08P01";
+    /// 08006 connection_failure: no server connection, or it was lost.
     pub const CONNECTION_FAILURE: &'static str = "08006";
+    /// 08000 connection_exception: the generic connection-problem class.
     pub const CONNECTION_EXCEPTION: &'static str = "08000";
+    /// 28000 invalid_authorization_specification: an unknown or missing
+    /// role, a connection without required TLS, or a blocked address.
     pub const INVALID_AUTHORIZATION: &'static str = "28000";
+    /// 28P01 invalid_password: a wrong password.
     pub const INVALID_PASSWORD: &'static str = "28P01";
+    /// 3D000 invalid_catalog_name: a database that does not exist.
     pub const INVALID_CATALOG_NAME: &'static str = "3D000";
+    /// 53300 too_many_connections: a client or pool limit is reached.
     pub const TOO_MANY_CONNECTIONS: &'static str = "53300";
+    /// 0A000 feature_not_supported: a protocol version, startup option or
+    /// request pgsplit does not handle.
     pub const FEATURE_NOT_SUPPORTED: &'static str = "0A000";
+    /// 57P01 admin_shutdown: pgsplit, or the server, is shutting down.
     pub const ADMIN_SHUTDOWN: &'static str = "57P01";
+    /// 57P05 idle_session_timeout: `idle_client_timeout` ended the session.
     pub const IDLE_SESSION_TIMEOUT: &'static str = "57P05";
+    /// 25P03 idle_in_transaction_session_timeout: `idle_in_transaction_timeout`
+    /// ended the session.
     pub const IDLE_IN_TRANSACTION_TIMEOUT: &'static str = "25P03";
+    /// 57P03 cannot_connect_now: a server not accepting connections yet
+    /// (starting up, shutting down), relayed as it came.
     pub const CANNOT_CONNECT_NOW: &'static str = "57P03";
+    /// 57014 query_canceled: a cancel request ended the query.
     pub const QUERY_CANCELED: &'static str = "57014";
+    /// 26000 invalid_sql_statement_name: no prepared statement of that name.
     pub const INVALID_SQL_STATEMENT_NAME: &'static str = "26000";
+    /// 42P05 duplicate_prepared_statement: the name is already taken.
     pub const DUPLICATE_PREPARED_STATEMENT: &'static str = "42P05";
+    /// 22023 invalid_parameter_value: a bad parameter value, or a failed
+    /// admin `RELOAD`.
     pub const INVALID_PARAMETER_VALUE: &'static str = "22023";
+    /// 55P02 cant_change_runtime_param: a `pgsplit.*` parameter that cannot be set.
     pub const CANT_CHANGE_RUNTIME_PARAM: &'static str = "55P02";
+    /// 55000 object_not_in_prerequisite_state: an admin action the cluster's
+    /// state does not allow.
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &'static str = "55000";
+    /// 42601 syntax_error: an admin console command pgsplit does not know.
     pub const SYNTAX_ERROR: &'static str = "42601";
 }
 
 /// How bad an error is; `Fatal` means the connection is closed after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
+    /// The statement fails; the session carries on.
     Error,
+    /// The connection is closed after the error.
     Fatal,
 }
 
@@ -49,8 +76,11 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{} {}: {}", .severity.as_str(), .code, .message)]
 pub struct PgError {
+    /// Whether the connection survives it.
     pub severity: Severity,
+    /// The SQLSTATE, one of [`SqlState`]'s.
     pub code: &'static str,
+    /// The text the client sees (`M` field).
     pub message: String,
 }
 

@@ -86,12 +86,20 @@ impl Frame {
 pub enum FrameError {
     /// The length field is below 4 (it counts itself) or negative.
     #[error("invalid message length {length} for message type {tag:#04x}")]
-    InvalidLength { tag: u8, length: i32 },
+    InvalidLength {
+        /// The message's type byte.
+        tag: u8,
+        /// The length field as received.
+        length: i32,
+    },
     /// The length field exceeds the configured `max_message_size`.
     #[error("message of type {tag:#04x} is {length} bytes, over the limit of {limit} bytes")]
     TooLarge {
+        /// The message's type byte.
         tag: u8,
+        /// The length field as received.
         length: usize,
+        /// The `max_message_size` in force.
         limit: usize,
     },
 }

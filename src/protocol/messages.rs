@@ -35,11 +35,17 @@ pub fn authentication(code: i32, payload: &[u8]) -> Bytes {
     })
 }
 
+/// `AuthenticationOk`: the login succeeded.
 pub const AUTH_OK: i32 = 0;
+/// `AuthenticationCleartextPassword`: send the password as it is.
 pub const AUTH_CLEARTEXT: i32 = 3;
+/// `AuthenticationMD5Password`: send an md5 hash salted with the 4 bytes after it.
 pub const AUTH_MD5: i32 = 5;
+/// `AuthenticationSASL`: the SASL mechanisms offered follow.
 pub const AUTH_SASL: i32 = 10;
+/// `AuthenticationSASLContinue`: a SCRAM server-first message follows.
 pub const AUTH_SASL_CONTINUE: i32 = 11;
+/// `AuthenticationSASLFinal`: the SCRAM server-final message follows.
 pub const AUTH_SASL_FINAL: i32 = 12;
 
 /// `ParameterStatus`: a run-time parameter the client should know about.
@@ -253,8 +259,11 @@ pub fn read_i32(buf: &[u8]) -> Option<(i32, &[u8])> {
 
 /// `Parse` body: statement name, then the rest (query text, parameter types).
 pub struct ParseBody<'a> {
+    /// The client's statement name; empty for the unnamed statement.
     pub name: &'a [u8],
+    /// The query text, without its terminating zero byte.
     pub query: &'a [u8],
+    /// Everything after the name: query text and parameter types.
     pub rest_after_name: &'a [u8],
 }
 
@@ -286,9 +295,11 @@ pub fn describe_or_close_body(body: &[u8]) -> Option<(u8, &[u8])> {
 /// The fields of an `ErrorResponse` that pgsplit acts on.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ErrorFields<'a> {
+    /// The SQLSTATE (`C`).
     pub code: Option<&'a [u8]>,
     /// The non-localised severity (`V`), else the localised one (`S`).
     pub severity: Option<&'a [u8]>,
+    /// The primary message text (`M`).
     pub message: Option<&'a [u8]>,
 }
 

@@ -121,7 +121,9 @@ pub enum Binding<'a> {
 /// `ClientKey` its proof revealed (what pgsplit logs in to the nodes with
 /// when the config holds only a verifier).
 pub struct ScramSuccess {
+    /// The server-final message (`v=` and the server signature) to send.
     pub server_final: String,
+    /// The client's `ClientKey`, recovered from its proof.
     pub client_key: [u8; 32],
 }
 
@@ -129,12 +131,18 @@ pub struct ScramSuccess {
 /// password authentication except malformed messages.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScramError {
+    /// A message could not be parsed, or its nonce did not match; the text
+    /// names the part.
     #[error("malformed SCRAM message: {0}")]
     Malformed(&'static str),
+    /// The client's channel binding does not fit the connection: a
+    /// downgrade, an unsupported type, or data for another certificate.
     #[error("SCRAM channel binding check failed: {0}")]
     ChannelBinding(&'static str),
+    /// The client's proof does not match the verifier: a wrong password.
     #[error("SCRAM proof did not match")]
     WrongPassword,
+    /// Logging in to a node, the node's signature did not check out.
     #[error("the server's SCRAM signature is wrong: it does not know the password")]
     ServerSignature,
 }
@@ -261,7 +269,9 @@ pub enum ScramSecret {
     /// Keys a client's login revealed; they work where the server stores
     /// the same verifier as the config (same salt and iterations).
     Keys {
+        /// `ClientKey`: the proof sent to the node is made from it.
         client_key: [u8; 32],
+        /// `ServerKey`: checks the node's signature.
         server_key: [u8; 32],
     },
 }

@@ -7,8 +7,11 @@ use super::messages::read_cstr;
 
 /// PostgreSQL refuses startup packets longer than this; so does pgsplit.
 pub const MAX_STARTUP_PACKET_LENGTH: usize = 10_000;
+/// The version field of an `SSLRequest`: the client asks for TLS.
 pub const SSL_REQUEST_CODE: i32 = 80_877_103;
+/// The version field of a `GSSENCRequest`, which pgsplit always declines.
 pub const GSSENC_REQUEST_CODE: i32 = 80_877_104;
+/// The version field of a `CancelRequest`.
 pub const CANCEL_REQUEST_CODE: i32 = 80_877_102;
 /// Protocol 3.0 as sent in the startup packet's version field.
 pub const PROTOCOL_3_0: i32 = 196_608;
@@ -16,9 +19,18 @@ pub const PROTOCOL_3_0: i32 = 196_608;
 /// What a client asked for in its first packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartupPacket {
+    /// `SSLRequest`: the client wants TLS before it logs in.
     SslRequest,
+    /// `GSSENCRequest`: the client wants GSSAPI encryption (answered `N`).
     GssEncRequest,
-    Cancel { process_id: i32, secret: i32 },
+    /// `CancelRequest`: cancel the query of the client with this key.
+    Cancel {
+        /// The process ID from the `BackendKeyData` pgsplit sent.
+        process_id: i32,
+        /// The secret key from that `BackendKeyData`.
+        secret: i32,
+    },
+    /// A startup message: the client logs in.
     Startup(StartupRequest),
 }
 
@@ -27,7 +39,9 @@ pub enum StartupPacket {
 pub struct StartupRequest {
     /// The minor protocol version the client asked for (pgsplit speaks 0).
     pub minor_version: i32,
+    /// The role to log in as; never empty.
     pub user: String,
+    /// The database asked for; the user name when the client gave none.
     pub database: String,
     /// Every other parameter, `options` already expanded into `name=value`
     /// pairs; these become session settings on the server connections.

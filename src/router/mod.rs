@@ -39,6 +39,7 @@ pub enum Need {
 /// A session's routing preferences: from config rules, then `SET pgsplit.route`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRoute {
+    /// Where the session's transactions go.
     pub route: Route,
     /// Reads go only to replicas carrying this tag.
     pub tag: Option<String>,
@@ -47,6 +48,7 @@ pub struct SessionRoute {
 /// The node for a unit of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pick {
+    /// Index of the node in `config.nodes`.
     pub node: usize,
     /// A replica not yet known to have replayed this WAL position, which the
     /// client's read must see: check on the connection before using it.

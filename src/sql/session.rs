@@ -13,12 +13,21 @@ pub enum SessionEffect {
     None,
     /// A session-level `SET`: `key` identifies the setting, `statement` is
     /// replayed verbatim on other server connections.
-    Set { key: String, statement: String },
+    Set {
+        /// The setting's name as PostgreSQL folds it (`SET TIME ZONE` gives
+        /// `timezone`).
+        key: String,
+        /// The whole statement, as the client wrote it.
+        statement: String,
+    },
     /// A `SET` with command tag `SET` but no lasting effect (`SET LOCAL`,
     /// `SET TRANSACTION`); tracked only to keep tags and statements aligned.
     SetTransient,
     /// `RESET key`.
-    Reset { key: String },
+    Reset {
+        /// The setting's name, folded as for `Set`.
+        key: String,
+    },
     /// `RESET ALL`.
     ResetAll,
     /// `DISCARD ALL`: resets settings and drops every prepared statement.
@@ -30,7 +39,10 @@ pub enum SessionEffect {
     Pin(&'static str),
     /// `SHOW key` (lowercased unless quoted): changes nothing, but pgsplit
     /// answers it itself for its own parameters.
-    Show { key: String },
+    Show {
+        /// The setting's name, folded as for `Set`.
+        key: String,
+    },
 }
 
 /// Session-level advisory lock functions; the `_xact_` ones end with the

@@ -69,7 +69,10 @@ pub enum TransactionControl {
     /// No transaction-control statement.
     None,
     /// `BEGIN` / `START TRANSACTION`; a read-only one may go to a replica.
-    Begin { read_only: bool },
+    Begin {
+        /// `READ ONLY` was given.
+        read_only: bool,
+    },
     /// `SET TRANSACTION READ ONLY` (or `SET transaction_read_only = on`)
     /// inside a transaction.
     SetTransactionReadOnly,
