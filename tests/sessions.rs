@@ -269,17 +269,25 @@ async fn temporary_tables_pin_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_requests_reach_the_running_query() {
-    let client = connect(proxy()).await;
+    assert_cancel_reaches_the_running_query(proxy(), 20).await;
+}
+
+/// Runs `SELECT pg_sleep(seconds)` on the primary through `addr` and
+/// cancels it once it runs, so the request is the one forwarded to the
+/// server (a cancel during the wait for a server connection is
+/// tests/limits.rs's). `seconds` tells concurrent tests' queries apart.
+async fn assert_cancel_reaches_the_running_query(addr: std::net::SocketAddr, seconds: u32) {
+    let client = try_connect(&app_url(addr)).await.unwrap();
     let token = client.cancel_token();
-    // Cancelled once the query runs on the primary, so the request is the
-    // one forwarded to the server (a cancel during the wait for a server
-    // connection is tests/limits.rs's).
     let canceller = tokio::spawn(async move {
-        let running = "SELECT count(*) FROM pg_stat_activity \
-                       WHERE query LIKE '%pg_sleep(20)' AND state = 'active' \
-                       AND pid <> pg_backend_pid()";
+        let running = format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE query LIKE '%pg_sleep({seconds})' AND state = 'active' \
+             AND pid <> pg_backend_pid()"
+        );
         for _ in 0..200 {
-            let count = tokio::task::spawn_blocking(move || primary_sql(running))
+            let running = running.clone();
+            let count = tokio::task::spawn_blocking(move || primary_sql(&running))
                 .await
                 .unwrap();
             if count.trim() == "1" {
@@ -291,7 +299,7 @@ async fn cancel_requests_reach_the_running_query() {
     });
     let started = std::time::Instant::now();
     let error = client
-        .simple_query("/* pgsplit:primary */ SELECT pg_sleep(20)")
+        .simple_query(&format!("/* pgsplit:primary */ SELECT pg_sleep({seconds})"))
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED));
@@ -301,6 +309,48 @@ async fn cancel_requests_reach_the_running_query() {
         first_value(&client.simple_query("SELECT 5").await.unwrap()).as_deref(),
         Some("5")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_a_unix_socket_serves_writes_and_cancels() {
+    let socket = common::primary_socket();
+    let directory = socket.parent().expect("socket directory");
+    let mut config = common::proxy_config("");
+    let primary = config.primary_index();
+    config.nodes[primary].host = directory.display().to_string();
+    let addr = common::spawn_proxy(config);
+
+    let client = try_connect(&app_url(addr)).await.unwrap();
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS unix_socket_t(x int)")
+        .await
+        .unwrap();
+    // In a writing transaction, so it runs on the primary: there the
+    // server sees no TCP peer.
+    let transaction = client
+        .simple_query(
+            "BEGIN; INSERT INTO unix_socket_t VALUES (1); \
+             SELECT inet_server_addr() IS NULL; COMMIT",
+        )
+        .await
+        .unwrap();
+    assert_eq!(first_value(&transaction).as_deref(), Some("t"));
+    // The replicas, still over TCP, see the write.
+    let mut seen = None;
+    for _ in 0..100 {
+        let rows = client
+            .simple_query("SELECT count(*) FROM unix_socket_t")
+            .await
+            .unwrap();
+        seen = first_value(&rows);
+        if seen.as_deref() != Some("0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_ne!(seen.as_deref(), Some("0"));
+    // A cancel request goes to the server over the socket too.
+    assert_cancel_reaches_the_running_query(addr, 19).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

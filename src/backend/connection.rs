@@ -20,6 +20,7 @@ use super::pool::PoolSettings;
 use super::prepared::PreparedSet;
 use super::tls::{is_quiet, ServerStream, ServerTls};
 use crate::config::ServerTlsMode;
+use crate::net::{node_address, socket_path};
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::md5::Md5Hash;
 use crate::protocol::messages::{self, read_cstr, read_i32};
@@ -178,7 +179,8 @@ pub struct ServerConnection {
     pub process_id: i32,
     /// The secret half of that key (`BackendKeyData`).
     pub secret_key: i32,
-    /// `host:port`, where cancel requests for this connection go.
+    /// `host:port` or the Unix socket path, where cancel requests for this
+    /// connection go.
     pub address: Arc<str>,
     /// The run-time parameters the server last reported.
     pub parameters: HashMap<String, String>,
@@ -201,7 +203,7 @@ impl ServerConnection {
         target: &LoginTarget,
         settings: &PoolSettings,
     ) -> Result<ServerConnection, ConnectError> {
-        let address = format!("{}:{}", target.host, target.port);
+        let address = node_address(&target.host, target.port);
         let login = async {
             let stream = open_stream(
                 &target.host,
@@ -497,9 +499,18 @@ pub async fn open_stream(
 ) -> Result<ServerStream, ConnectError> {
     let io_error = |source| ConnectError::Io {
         node: node_name.to_owned(),
-        address: format!("{host}:{port}"),
+        address: node_address(host, port),
         source: std::sync::Arc::new(source),
     };
+    // No TLS over a Unix socket: PostgreSQL does not offer it there, and
+    // libpq ignores `sslmode` for such hosts too.
+    #[cfg(unix)]
+    if let Some(path) = socket_path(host, port) {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(io_error)?;
+        return Ok(ServerStream::Unix(stream));
+    }
     let stream = TcpStream::connect((host, port)).await.map_err(io_error)?;
     stream.set_nodelay(true).map_err(io_error)?;
     if !tcp_user_timeout.is_zero() {

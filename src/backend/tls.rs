@@ -15,13 +15,13 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureScheme,
 };
-use tokio::io::Interest;
+
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{ServerTlsConfig, ServerTlsMode};
-use crate::net::MaybeTls;
+use crate::net::{is_drained, MaybeTls};
 
 /// How pgsplit secures its server connections. Clones share the rustls
 /// configuration, so a reload that re-reads the CA file reaches them all.
@@ -207,17 +207,11 @@ pub type ServerStream = MaybeTls<TlsStream<TcpStream>>;
 /// and with nothing unread (an idle server only writes when it is about to
 /// close the connection).
 pub fn is_quiet(stream: &ServerStream) -> bool {
-    let tcp = match stream {
-        MaybeTls::Plain(s) => s,
-        MaybeTls::Tls(s) => s.get_ref().0,
-        MaybeTls::Detached => return false,
-    };
-    // Without readiness the runtime answers `WouldBlock` itself (no system
-    // call, no waker stored); with it, a one-byte peek tells data or end
-    // of stream from a spurious wake-up.
-    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    let peeked = tcp.try_io(Interest::READABLE, || {
-        socket2::SockRef::from(tcp).peek(&mut probe)
-    });
-    matches!(peeked, Err(error) if error.kind() == std::io::ErrorKind::WouldBlock)
+    match stream {
+        MaybeTls::Plain(s) => is_drained(s),
+        #[cfg(unix)]
+        MaybeTls::Unix(s) => is_drained(s),
+        MaybeTls::Tls(s) => is_drained(s.get_ref().0),
+        MaybeTls::Detached => false,
+    }
 }

@@ -300,7 +300,8 @@ pub enum ServerTlsMode {
 pub struct NodeConfig {
     /// Unique name used in logs and admin output.
     pub name: String,
-    /// Host name or IP address.
+    /// Host name or IP address, or (an absolute path, as libpq reads it)
+    /// the directory of the node's Unix socket, for a server on this host.
     pub host: String,
     /// TCP port.
     #[serde(

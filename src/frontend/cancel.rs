@@ -8,17 +8,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::net::send_once;
 use crate::protocol::messages;
 use crate::sync::lock;
 
 /// The server-side key of the connection a client is currently using.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelTarget {
-    /// Shared with the server connection: publishing it allocates nothing.
+    /// `host:port` or a Unix socket path; shared with the server
+    /// connection, so publishing it allocates nothing.
     pub address: Arc<str>,
     /// The server's process ID, from its `BackendKeyData`.
     pub process_id: i32,
@@ -194,16 +194,8 @@ impl CancelRegistry {
                 return;
             }
         };
-        let sent = async {
-            let mut stream = TcpStream::connect(&*target.address).await?;
-            stream
-                .write_all(&messages::cancel_request(
-                    target.process_id,
-                    target.secret_key,
-                ))
-                .await
-        };
-        if let Err(error) = sent.await {
+        let request = messages::cancel_request(target.process_id, target.secret_key);
+        if let Err(error) = send_once(&target.address, &request).await {
             tracing::warn!(%error, address = %target.address, "could not forward cancel request");
         }
     }

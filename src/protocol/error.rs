@@ -12,8 +12,6 @@ impl SqlState {
     pub const PROTOCOL_VIOLATION: &'static str = "08P01";
     /// 08006 connection_failure: no server connection, or it was lost.
     pub const CONNECTION_FAILURE: &'static str = "08006";
-    /// 08000 connection_exception: the generic connection-problem class.
-    pub const CONNECTION_EXCEPTION: &'static str = "08000";
     /// 28000 invalid_authorization_specification: an unknown or missing
     /// role, a connection without required TLS, or a blocked address.
     pub const INVALID_AUTHORIZATION: &'static str = "28000";
