@@ -1,6 +1,6 @@
-//! A TCP socket that may have been upgraded to TLS, for both directions:
-//! clients connecting to pgsplit and pgsplit connecting to servers; on the
-//! server side also a Unix socket, for a PostgreSQL on the same host.
+//! A socket that may have been upgraded to TLS, for both directions:
+//! clients connecting to pgsplit over TCP, and pgsplit connecting to
+//! servers over TCP or, for a PostgreSQL on the same host, a Unix socket.
 
 use std::io;
 use std::pin::Pin;
@@ -12,15 +12,11 @@ use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
 
-/// A plain or TLS stream over TCP, or a Unix socket; `T` is the TLS stream
-/// type of the side.
-pub enum MaybeTls<T> {
+/// A plain or TLS stream; `T` is the TLS stream type of the side and `S`
+/// its plain socket (TCP for clients, [`NodeSocket`] for servers).
+pub enum MaybeTls<T, S = TcpStream> {
     /// No TLS was negotiated: bytes go over the socket as they are.
-    Plain(TcpStream),
-    /// A Unix-domain socket to a server on this host (never TLS, as
-    /// PostgreSQL and libpq do not use it there).
-    #[cfg(unix)]
-    Unix(UnixStream),
+    Plain(S),
     /// TLS was negotiated: bytes are encrypted over the socket.
     Tls(Box<T>),
     /// The socket was moved out for a TLS handshake; all I/O fails.
@@ -56,6 +52,78 @@ pub async fn send_once(address: &str, bytes: &[u8]) -> io::Result<()> {
     TcpStream::connect(address).await?.write_all(bytes).await
 }
 
+/// A plain connection to a node: TCP, or a Unix socket on this host (never
+/// TLS, as PostgreSQL does not offer it there). Only the server side pays
+/// for the choice; clients' sockets are always TCP.
+pub enum NodeSocket {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix-domain socket connection.
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+/// Calls `$body` with `$socket` bound to whichever stream a [`NodeSocket`]
+/// holds (the two have the same methods but no common trait).
+macro_rules! on_node_socket {
+    ($node:expr, $socket:ident => $body:expr) => {
+        match $node {
+            NodeSocket::Tcp($socket) => $body,
+            #[cfg(unix)]
+            NodeSocket::Unix($socket) => $body,
+        }
+    };
+}
+
+impl std::os::fd::AsFd for NodeSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        on_node_socket!(self, s => s.as_fd())
+    }
+}
+
+impl PlainSocket for NodeSocket {
+    #[inline]
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_node_socket!(self, s => s.poll_read_ready(cx))
+    }
+    #[inline]
+    fn try_read_with(&self, read: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+        on_node_socket!(self, s => s.try_io(Interest::READABLE, read))
+    }
+    #[inline]
+    fn try_send(&self, bytes: &[u8]) -> io::Result<usize> {
+        on_node_socket!(self, s => s.try_write(bytes))
+    }
+}
+
+impl AsyncRead for NodeSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        on_node_socket!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for NodeSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        on_node_socket!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_node_socket!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_node_socket!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
 fn detached() -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
@@ -63,14 +131,14 @@ fn detached() -> io::Error {
     )
 }
 
-impl<T> MaybeTls<T> {
+impl<T, S> MaybeTls<T, S> {
     /// Whether TLS was negotiated.
     pub fn is_tls(&self) -> bool {
         matches!(self, MaybeTls::Tls(_))
     }
 }
 
-impl<T: AsyncRead + Unpin> MaybeTls<T> {
+impl<T: AsyncRead + Unpin, S: PlainSocket + AsyncRead + Unpin> MaybeTls<T, S> {
     /// Reads what has arrived into `buf`, growing it by `chunk` when less
     /// than a quarter of that is free (on a plain socket only once data is
     /// there); `Ok(0)` is end of stream.
@@ -88,10 +156,14 @@ impl<T: AsyncRead + Unpin> MaybeTls<T> {
                 buf.reserve(chunk);
             }
         };
+        // Readiness is polled, not awaited through `readable()`: that future
+        // links itself into the socket's waiter list (a lock and an unlink
+        // each time the session's `select!` drops it), while polling keeps
+        // the task's waker in the socket's own reader slot.
         match self {
-            MaybeTls::Plain(socket) => receive_available(socket, buf, make_room).await,
-            #[cfg(unix)]
-            MaybeTls::Unix(socket) => receive_available(socket, buf, make_room).await,
+            MaybeTls::Plain(socket) => {
+                std::future::poll_fn(|cx| poll_receive(socket, buf, &make_room, cx)).await
+            }
             other => {
                 make_room(buf);
                 other.read_buf(buf).await
@@ -100,9 +172,9 @@ impl<T: AsyncRead + Unpin> MaybeTls<T> {
     }
 }
 
-/// What [`receive_available`] and [`MaybeTls::send_all`] need of a plain
-/// socket; tokio's TCP and Unix streams both have it.
-pub(crate) trait PlainSocket: std::os::fd::AsFd {
+/// What [`MaybeTls::read_available`] and [`MaybeTls::send_all`] need of a
+/// plain socket, to read and write it without the runtime's I/O futures.
+pub trait PlainSocket: std::os::fd::AsFd {
     /// `poll_read_ready` of the tokio stream.
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// `try_io` of the tokio stream, for one read attempt.
@@ -114,12 +186,15 @@ pub(crate) trait PlainSocket: std::os::fd::AsFd {
 macro_rules! plain_socket {
     ($stream:ty) => {
         impl PlainSocket for $stream {
+            #[inline]
             fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 self.poll_read_ready(cx)
             }
+            #[inline]
             fn try_read_with(&self, read: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
                 self.try_io(Interest::READABLE, read)
             }
+            #[inline]
             fn try_send(&self, bytes: &[u8]) -> io::Result<usize> {
                 self.try_write(bytes)
             }
@@ -142,17 +217,14 @@ pub(crate) fn is_drained<S: PlainSocket>(socket: &S) -> bool {
 }
 
 /// The plain-socket path of [`MaybeTls::read_available`]: one `recv`
-/// straight into `buf`'s spare room.
-async fn receive_available<S: PlainSocket>(
+/// straight into `buf`'s spare room once the socket is readable.
+fn poll_receive<S: PlainSocket>(
     socket: &S,
     buf: &mut BytesMut,
-    make_room: impl Fn(&mut BytesMut),
-) -> io::Result<usize> {
-    // Readiness is polled, not awaited through `readable()`: that future
-    // links itself into the socket's waiter list (a lock and an unlink
-    // each time the session's `select!` drops it), while polling keeps
-    // the task's waker in the socket's own reader slot.
-    std::future::poll_fn(|cx| loop {
+    make_room: &impl Fn(&mut BytesMut),
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    loop {
         std::task::ready!(socket.poll_readable(cx))?;
         // Only now: an idle client's buffer does not grow while it waits.
         make_room(buf);
@@ -178,25 +250,17 @@ async fn receive_available<S: PlainSocket>(
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
             Err(error) => return Poll::Ready(Err(error)),
         }
-    })
-    .await
+    }
 }
 
-impl<T: AsyncWrite + Unpin> MaybeTls<T> {
+impl<T: AsyncWrite + Unpin, S: PlainSocket + AsyncWrite + Unpin> MaybeTls<T, S> {
     /// Writes all of `bytes`. On a plain socket, which is nearly always
     /// writable, the first attempt is a direct `send`, without going
     /// through the runtime's write future; what it could not take is
     /// written the usual way.
     pub async fn send_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let first = match self {
-            MaybeTls::Plain(socket) => Some(socket.try_send(bytes)),
-            #[cfg(unix)]
-            MaybeTls::Unix(socket) => Some(socket.try_send(bytes)),
-            _ => None,
-        };
-        let rest = match first {
-            Some(Ok(sent)) => &bytes[sent..],
-            Some(Err(error)) if error.kind() != io::ErrorKind::WouldBlock => return Err(error),
+        let rest = match self {
+            MaybeTls::Plain(socket) => unsent(socket.try_send(bytes), bytes)?,
             _ => bytes,
         };
         if rest.is_empty() {
@@ -206,7 +270,17 @@ impl<T: AsyncWrite + Unpin> MaybeTls<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
+/// What a direct `send` of `bytes` left to write the usual way.
+#[inline]
+fn unsent(sent: io::Result<usize>, bytes: &[u8]) -> io::Result<&[u8]> {
+    match sent {
+        Ok(sent) => Ok(&bytes[sent..]),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(bytes),
+        Err(error) => Err(error),
+    }
+}
+
+impl<T: AsyncRead + Unpin, S: AsyncRead + Unpin> AsyncRead for MaybeTls<T, S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -214,15 +288,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            #[cfg(unix)]
-            MaybeTls::Unix(s) => Pin::new(s).poll_read(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             MaybeTls::Detached => Poll::Ready(Err(detached())),
         }
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
+impl<T: AsyncWrite + Unpin, S: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T, S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -230,8 +302,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            #[cfg(unix)]
-            MaybeTls::Unix(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             MaybeTls::Detached => Poll::Ready(Err(detached())),
         }
@@ -240,8 +310,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
-            #[cfg(unix)]
-            MaybeTls::Unix(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             MaybeTls::Detached => Poll::Ready(Err(detached())),
         }
@@ -250,8 +318,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            #[cfg(unix)]
-            MaybeTls::Unix(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             MaybeTls::Detached => Poll::Ready(Err(detached())),
         }

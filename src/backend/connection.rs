@@ -20,7 +20,7 @@ use super::pool::PoolSettings;
 use super::prepared::PreparedSet;
 use super::tls::{is_quiet, ServerStream, ServerTls};
 use crate::config::ServerTlsMode;
-use crate::net::{node_address, socket_path};
+use crate::net::{node_address, socket_path, NodeSocket};
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::md5::Md5Hash;
 use crate::protocol::messages::{self, read_cstr, read_i32};
@@ -509,7 +509,7 @@ pub async fn open_stream(
         let stream = tokio::net::UnixStream::connect(path)
             .await
             .map_err(io_error)?;
-        return Ok(ServerStream::Unix(stream));
+        return Ok(ServerStream::Plain(NodeSocket::Unix(stream)));
     }
     let stream = TcpStream::connect((host, port)).await.map_err(io_error)?;
     stream.set_nodelay(true).map_err(io_error)?;
@@ -518,7 +518,7 @@ pub async fn open_stream(
     }
     match tls {
         Some(tls) => negotiate_tls(stream, tls, host, node_name).await,
-        None => Ok(ServerStream::Plain(stream)),
+        None => Ok(ServerStream::Plain(NodeSocket::Tcp(stream))),
     }
 }
 
@@ -570,7 +570,9 @@ async fn negotiate_tls(
                 .map_err(|e| failed(format!("TLS handshake failed: {e}")))?;
             Ok(ServerStream::Tls(Box::new(tls_stream)))
         }
-        b'N' if tls.mode == ServerTlsMode::Prefer => Ok(ServerStream::Plain(stream)),
+        b'N' if tls.mode == ServerTlsMode::Prefer => {
+            Ok(ServerStream::Plain(NodeSocket::Tcp(stream)))
+        }
         b'N' => Err(failed(format!(
             "server does not support TLS, but server_tls.mode is {:?}",
             tls.mode

@@ -21,7 +21,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{ServerTlsConfig, ServerTlsMode};
-use crate::net::{is_drained, MaybeTls};
+use crate::net::{is_drained, MaybeTls, NodeSocket};
 
 /// How pgsplit secures its server connections. Clones share the rustls
 /// configuration, so a reload that re-reads the CA file reaches them all.
@@ -201,7 +201,7 @@ impl ServerCertVerifier for ChainOnly {
 }
 
 /// A server socket, plain or TLS.
-pub type ServerStream = MaybeTls<TlsStream<TcpStream>>;
+pub type ServerStream = MaybeTls<TlsStream<TcpStream>, NodeSocket>;
 
 /// Whether an idle connection is still usable: not closed by the server
 /// and with nothing unread (an idle server only writes when it is about to
@@ -209,8 +209,6 @@ pub type ServerStream = MaybeTls<TlsStream<TcpStream>>;
 pub fn is_quiet(stream: &ServerStream) -> bool {
     match stream {
         MaybeTls::Plain(s) => is_drained(s),
-        #[cfg(unix)]
-        MaybeTls::Unix(s) => is_drained(s),
         MaybeTls::Tls(s) => is_drained(s.get_ref().0),
         MaybeTls::Detached => false,
     }

@@ -157,9 +157,6 @@ async fn negotiate(
                         )
                         .into())
                     }
-                    // Never TLS over a Unix socket, as in PostgreSQL.
-                    #[cfg(unix)]
-                    (Some(_), ClientStream::Unix(_)) => stream.write_all(b"N").await?,
                     (None, _) => stream.write_all(b"N").await?,
                 }
             }
