@@ -26,8 +26,12 @@ pub enum MaybeTls<T, S = TcpStream> {
 /// The Unix socket a node listens on when its `host` is an absolute path,
 /// read as libpq reads it: the directory holding `.s.PGSQL.<port>`.
 pub fn socket_path(host: &str, port: u16) -> Option<String> {
-    host.starts_with('/')
-        .then(|| format!("{}/.s.PGSQL.{port}", host.trim_end_matches('/')))
+    is_unix_path(host).then(|| format!("{}/.s.PGSQL.{port}", host.trim_end_matches('/')))
+}
+
+/// Whether a node's host or address names a Unix socket: an absolute path.
+fn is_unix_path(host_or_address: &str) -> bool {
+    host_or_address.starts_with('/')
 }
 
 /// How a node's address is shown and dialled: the socket path, or
@@ -46,7 +50,7 @@ pub fn node_address(host: &str, port: u16) -> String {
 /// writes `bytes` and closes it: how a cancel request reaches a server.
 pub async fn send_once(address: &str, bytes: &[u8]) -> io::Result<()> {
     #[cfg(unix)]
-    if address.starts_with('/') {
+    if is_unix_path(address) {
         return UnixStream::connect(address).await?.write_all(bytes).await;
     }
     TcpStream::connect(address).await?.write_all(bytes).await
@@ -183,28 +187,20 @@ pub trait PlainSocket: std::os::fd::AsFd {
     fn try_send(&self, bytes: &[u8]) -> io::Result<usize>;
 }
 
-macro_rules! plain_socket {
-    ($stream:ty) => {
-        impl PlainSocket for $stream {
-            #[inline]
-            fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                self.poll_read_ready(cx)
-            }
-            #[inline]
-            fn try_read_with(&self, read: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
-                self.try_io(Interest::READABLE, read)
-            }
-            #[inline]
-            fn try_send(&self, bytes: &[u8]) -> io::Result<usize> {
-                self.try_write(bytes)
-            }
-        }
-    };
+impl PlainSocket for TcpStream {
+    #[inline]
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+    #[inline]
+    fn try_read_with(&self, read: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+        self.try_io(Interest::READABLE, read)
+    }
+    #[inline]
+    fn try_send(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.try_write(bytes)
+    }
 }
-
-plain_socket!(TcpStream);
-#[cfg(unix)]
-plain_socket!(UnixStream);
 
 /// Whether `socket` is still open with nothing unread. Without readiness
 /// the runtime answers `WouldBlock` itself (no system call, no waker

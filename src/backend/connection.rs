@@ -59,10 +59,7 @@ impl LoginTarget {
     fn password(&self) -> Result<&str, ConnectError> {
         match &self.secret {
             Some(ServerSecret::Scram(ScramSecret::Password(password))) => Ok(password),
-            _ => Err(self.no_password(&format!(
-                "asks for the password in clear text, but pgsplit has only {}",
-                self.secret_kind()
-            ))),
+            _ => Err(self.cannot_answer("the password in clear text")),
         }
     }
 
@@ -73,10 +70,7 @@ impl LoginTarget {
                 Ok(Md5Hash::of_password(&self.user, password).salted(salt))
             }
             Some(ServerSecret::Md5(hash)) => Ok(hash.salted(salt)),
-            _ => Err(self.no_password(&format!(
-                "asks for an md5 password, but pgsplit has only {}",
-                self.secret_kind()
-            ))),
+            _ => Err(self.cannot_answer("an md5 password")),
         }
     }
 
@@ -84,26 +78,24 @@ impl LoginTarget {
     fn scram_secret(&self) -> Result<ScramSecret, ConnectError> {
         match &self.secret {
             Some(ServerSecret::Scram(secret)) => Ok(secret.clone()),
-            _ => Err(self.no_password(&format!(
-                "asks for SCRAM-SHA-256, and pgsplit has only {}",
-                self.secret_kind()
-            ))),
+            _ => Err(self.cannot_answer("SCRAM-SHA-256")),
         }
     }
 
-    /// What pgsplit holds instead of the password, for error messages.
-    fn secret_kind(&self) -> &'static str {
-        match &self.secret {
+    /// The server asked for `request`, which what pgsplit holds instead of
+    /// the password cannot answer.
+    fn cannot_answer(&self, request: &str) -> ConnectError {
+        let held = match &self.secret {
             Some(ServerSecret::Md5(_)) => "an md5 hash of the password",
             Some(ServerSecret::Scram(_)) => "SCRAM keys",
             None => "a SCRAM verifier, until a client logs in with SCRAM",
-        }
-    }
-
-    fn no_password(&self, why: &str) -> ConnectError {
+        };
         ConnectError::Protocol {
             node: self.node_name.clone(),
-            detail: format!("cannot log in as \"{}\": the server {why}", self.user),
+            detail: format!(
+                "cannot log in as \"{}\": the server asks for {request}, but pgsplit has only {held}",
+                self.user
+            ),
         }
     }
 }
