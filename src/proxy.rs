@@ -43,6 +43,19 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 /// Distinct statement texts whose classification is kept.
 const CLASSIFICATION_CACHE_SIZE: usize = 10_000;
 
+/// The pools' settings from `config`: at start-up and on every reload.
+pub fn pool_settings(config: &Config, tls: Option<ServerTls>) -> PoolSettings {
+    PoolSettings {
+        size: config.pool.size as usize,
+        connect_timeout: config.server_connect_timeout,
+        idle_timeout: config.pool.idle_timeout,
+        max_lifetime: config.pool.max_lifetime,
+        max_message_size: config.max_message_size,
+        tcp_user_timeout: config.server_tcp_user_timeout,
+        tls,
+    }
+}
+
 /// Client-facing TLS from the files `tls.cert` and `tls.key` name, if set.
 pub fn client_tls(config: &Config) -> anyhow::Result<Option<ClientTls>> {
     match (&config.tls.cert, &config.tls.key) {
@@ -301,15 +314,7 @@ impl Proxy {
     ) -> anyhow::Result<Proxy> {
         let tls = ArcSwapOption::from(client_tls(&config)?.map(Arc::new));
         let server_tls = crate::backend::tls::from_config(&config.server_tls)?;
-        let pools = Pools::new(PoolSettings {
-            size: config.pool.size as usize,
-            connect_timeout: config.server_connect_timeout,
-            idle_timeout: config.pool.idle_timeout,
-            max_lifetime: config.pool.max_lifetime,
-            max_message_size: config.max_message_size,
-            tcp_user_timeout: config.server_tcp_user_timeout,
-            tls: server_tls.clone(),
-        });
+        let pools = Pools::new(pool_settings(&config, server_tls.clone()));
         let topology: SharedTopology =
             Arc::new(ArcSwap::from_pointee(Topology::from_config(&config)));
         let (monitor_handle, monitor_requests) = MonitorHandle::channel();

@@ -4,8 +4,9 @@
 //! The new file is read and validated first; any error is reported (naming
 //! the field) and the configuration in force stays. What the running
 //! process built from its start-up configuration (listening sockets, the
-//! server TLS mode, pools, the monitor's credentials and timing) cannot
-//! change this way. Certificates, keys and the CA file are read again.
+//! worker threads, the server TLS mode, the monitor's credentials and
+//! timing) cannot change this way. Pools take new sizes and timeouts in
+//! place; a new `pool.mode` applies to sessions that start after it. Certificates, keys and the CA file are read again.
 //! Nodes keep their place in the list while pgsplit runs, so nothing
 //! indexed by node needs to move: a node still present (same name, host and
 //! port) keeps its place, a removed one stays as a placeholder that gets no
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, NodeConfig, Variables};
 use crate::monitor::Request;
-use crate::proxy::{client_tls, Shared};
+use crate::proxy::{client_tls, pool_settings, Shared};
 
 /// Re-reads the configuration and applies it; says what changed.
 pub async fn reload(shared: &Shared) -> Result<String, String> {
@@ -50,6 +51,9 @@ pub async fn reload(shared: &Shared) -> Result<String, String> {
         let secret = shared.credentials(user).and_then(|c| c.server_secret());
         shared.pools.set_secret(user, secret);
     }
+    shared
+        .pools
+        .apply(pool_settings(&arranged, shared.server_tls.clone()));
     shared.router.reload(&arranged);
     shared.metrics.grow(arranged.nodes.len());
     if arranged.monitor.is_some() {
@@ -88,11 +92,6 @@ fn unchanged_at_run_time(old: &Config, new: &Config) -> Result<(), String> {
             "server_tls.mode",
             old.server_tls.mode != new.server_tls.mode,
         ),
-        (
-            "server_tcp_user_timeout",
-            old.server_tcp_user_timeout != new.server_tcp_user_timeout,
-        ),
-        ("pool", old.pool != new.pool),
         ("monitor", old.monitor != new.monitor),
     ];
     match fixed.iter().find(|(_, changed)| *changed) {
@@ -193,5 +192,11 @@ mod tests {
             .unwrap_err()
             .starts_with("listen"));
         assert!(unchanged_at_run_time(&old, &old.clone()).is_ok());
+        // Pools are resized in place, and a new mode applies to new sessions.
+        let mut resized = old.clone();
+        resized.pool.size = 3;
+        resized.pool.mode = crate::config::PoolMode::Session;
+        resized.server_tcp_user_timeout = std::time::Duration::from_secs(5);
+        assert!(unchanged_at_run_time(&old, &resized).is_ok());
     }
 }

@@ -182,6 +182,8 @@ pub struct ServerConnection {
     /// (after a rollback that may have undone some), forcing a full reset.
     pub applied_settings: Option<AppliedSettings>,
     created: Instant,
+    /// When it last went back to its pool.
+    returned_at: Instant,
     /// When it stops being fit to hand out: its idle timeout or its
     /// lifetime, whichever ends first, set each time it goes back to its
     /// pool (`None`: never, for limits too large to count in an `Instant`).
@@ -216,6 +218,7 @@ impl ServerConnection {
                 prepared: PreparedSet::default(),
                 applied_settings: Some(AppliedSettings::default()),
                 created: Instant::now(),
+                returned_at: Instant::now(),
                 // Judged only once idle, and `touch` sets it on the way there.
                 expires_at: None,
             };
@@ -442,12 +445,19 @@ impl ServerConnection {
     /// from its opening, whichever comes first. Worked out here, once, so
     /// that a checkout compares one instant instead of two durations.
     pub fn touch(&mut self, now: Instant, idle_timeout: Duration, max_lifetime: Duration) {
+        self.returned_at = now;
         let idle_until = now.checked_add(idle_timeout);
         let lifetime_until = self.created.checked_add(max_lifetime);
         self.expires_at = match (idle_until, lifetime_until) {
             (Some(idle), Some(lifetime)) => Some(idle.min(lifetime)),
             (idle, lifetime) => idle.or(lifetime),
         };
+    }
+
+    /// Works out again, for an idle connection, when it stops being fit to
+    /// hand out: a reload changed the pool's timeouts.
+    pub fn judge_by(&mut self, idle_timeout: Duration, max_lifetime: Duration) {
+        self.touch(self.returned_at, idle_timeout, max_lifetime);
     }
 
     /// Whether, idle, it is still within its idle timeout and lifetime at `now`.

@@ -2,7 +2,9 @@
 //!
 //! A semaphore bounds the connections of a pool; idle ones wait in a LIFO
 //! stack so the most recently used (with the warmest prepared-statement
-//! cache) is handed out first.
+//! cache) is handed out first. A reload may resize a pool and change its
+//! timeouts while connections are lent out: a pool that shrank below what
+//! is lent retires slots as connections come back.
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -27,7 +29,7 @@ pub struct PoolKey {
     pub user: String,
 }
 
-/// Limits and timeouts shared by all pools.
+/// Limits and timeouts shared by all pools; a reload replaces them.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     /// Most connections one pool may hold open (`pool.size`).
@@ -67,16 +69,35 @@ pub struct Pool {
     node_name: String,
     /// Where and as whom connections log in; a reload may change the password.
     target: Mutex<LoginTarget>,
-    settings: PoolSettings,
-    /// Boxed, so that handing a connection out or back (every transaction)
-    /// moves a pointer rather than the whole connection.
-    #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<ServerConnection>>>,
+    /// Idle connections and the settings in force, under one lock: every
+    /// release reads the timeouts and pushes the connection.
+    state: Mutex<PoolState>,
     permits: Arc<Semaphore>,
     /// Clients waiting for a free slot right now.
     waiting: AtomicUsize,
     /// The last failed connection or login, and when it happened.
     last_failure: Mutex<Option<(Instant, ConnectError)>>,
+}
+
+/// What a pool's lock guards.
+struct PoolState {
+    /// Boxed, so that handing a connection out or back (every transaction)
+    /// moves a pointer rather than the whole connection.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<ServerConnection>>,
+    settings: PoolSettings,
+    /// Slots to retire as lent connections come back: a reload made the
+    /// pool smaller than the number of connections lent out at the time.
+    excess: usize,
+}
+
+impl PoolState {
+    /// Takes one slot out of circulation if the pool is over its size.
+    fn retire_slot(&mut self) -> bool {
+        let retire = self.excess > 0;
+        self.excess -= usize::from(retire);
+        retire
+    }
 }
 
 /// How long a checkout may wait, and how long a failed login stands.
@@ -108,8 +129,11 @@ impl Pool {
             permits: Arc::new(Semaphore::new(settings.size)),
             node_name: target.node_name.clone(),
             target: Mutex::new(target),
-            settings,
-            idle: Mutex::new(Vec::new()),
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                settings,
+                excess: 0,
+            }),
             waiting: AtomicUsize::new(0),
             last_failure: Mutex::new(None),
         }
@@ -162,7 +186,7 @@ impl Pool {
         };
         Ok(PooledConnection {
             conn: Some(conn),
-            _permit: permit,
+            permit: Some(permit),
             pool: self.clone(),
         })
     }
@@ -176,7 +200,8 @@ impl Pool {
             }
         }
         let target = lock(&self.target).clone();
-        let result = ServerConnection::connect(&target, &self.settings).await;
+        let settings = lock(&self.state).settings.clone();
+        let result = ServerConnection::connect(&target, &settings).await;
         *lock(&self.last_failure) = result.as_ref().err().map(|e| (Instant::now(), e.clone()));
         result
     }
@@ -185,7 +210,7 @@ impl Pool {
     /// ones are dropped on the way.
     fn take_idle(&self, now: Instant) -> Option<Box<ServerConnection>> {
         loop {
-            let conn = lock(&self.idle).pop()?;
+            let conn = lock(&self.state).idle.pop()?;
             if conn.is_fresh_at(now) && conn.is_healthy_when_idle() {
                 return Some(conn);
             }
@@ -195,11 +220,12 @@ impl Pool {
 
     /// Its current numbers.
     pub fn stats(&self) -> PoolStats {
-        let size = self.settings.size;
+        let state = lock(&self.state);
+        let in_circulation = state.settings.size + state.excess;
         PoolStats {
-            size,
-            active: size.saturating_sub(self.permits.available_permits()),
-            idle: lock(&self.idle).len(),
+            size: state.settings.size,
+            active: in_circulation.saturating_sub(self.permits.available_permits()),
+            idle: state.idle.len(),
             waiting: self.waiting.load(Ordering::Relaxed),
         }
     }
@@ -207,7 +233,37 @@ impl Pool {
     /// Closes idle connections past their idle timeout or lifetime.
     pub fn prune(&self) {
         let now = Instant::now();
-        lock(&self.idle).retain(|conn| conn.is_fresh_at(now));
+        lock(&self.state).idle.retain(|conn| conn.is_fresh_at(now));
+    }
+
+    /// Puts reloaded settings in force. A larger size lets waiting clients
+    /// in at once; a smaller one closes idle connections beyond it and
+    /// retires the slots of lent ones as they come back. Idle connections
+    /// are judged by the new timeouts from now on; new connections use the
+    /// new connect timeout and message limit.
+    pub fn apply(&self, settings: PoolSettings) {
+        let mut state = lock(&self.state);
+        let (old, new) = (state.settings.size, settings.size);
+        if new > old {
+            let repaid = (new - old).min(state.excess);
+            state.excess -= repaid;
+            self.permits.add_permits(new - old - repaid);
+        } else {
+            let cut = old - new;
+            state.excess += cut - self.permits.forget_permits(cut);
+        }
+        for conn in &mut state.idle {
+            conn.judge_by(settings.idle_timeout, settings.max_lifetime);
+        }
+        state.settings = settings;
+        // Idle connections hold no slot: keep no more than the free ones,
+        // dropping the least recently used (the bottom of the stack).
+        let keep = self
+            .permits
+            .available_permits()
+            .saturating_sub(state.excess);
+        let surplus = state.idle.len().saturating_sub(keep);
+        state.idle.drain(..surplus);
     }
 }
 
@@ -232,7 +288,8 @@ impl Drop for WaitCount<'_> {
 /// closes it, which is the safe default when its state is unknown.
 pub struct PooledConnection {
     conn: Option<Box<ServerConnection>>,
-    _permit: OwnedSemaphorePermit,
+    /// Taken by `release` or `drop`, which give the slot back (or retire it).
+    permit: Option<OwnedSemaphorePermit>,
     pool: Arc<Pool>,
 }
 
@@ -245,16 +302,42 @@ impl PooledConnection {
     /// [`release`](Self::release) for a caller that has just read the
     /// clock: `now` counts as the connection's last use.
     pub fn release_at(mut self, now: Instant) {
-        if let Some(mut conn) = self.conn.take() {
-            let settings = &self.pool.settings;
-            conn.touch(now, settings.idle_timeout, settings.max_lifetime);
-            lock(&self.pool.idle).push(conn);
+        let (Some(mut conn), Some(permit)) = (self.conn.take(), self.permit.take()) else {
+            return;
+        };
+        let mut state = lock(&self.pool.state);
+        if state.retire_slot() {
+            drop(state);
+            permit.forget();
+            tracing::debug!(node = %self.pool.node_name, "closing a server connection: the pool shrank");
+            return;
         }
+        conn.touch(
+            now,
+            state.settings.idle_timeout,
+            state.settings.max_lifetime,
+        );
+        state.idle.push(conn);
+        drop(state);
+        // After the push, so that the client this wakes finds the connection.
+        drop(permit);
     }
 
     /// The pool this connection belongs to.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+}
+
+impl Drop for PooledConnection {
+    /// The connection was not released (it closes with this): its slot goes
+    /// back, unless the pool is over its size.
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            if lock(&self.pool.state).retire_slot() {
+                permit.forget();
+            }
+        }
     }
 }
 
@@ -274,7 +357,8 @@ impl DerefMut for PooledConnection {
 
 /// All pools, created on first use of a (node, database, user).
 pub struct Pools {
-    settings: PoolSettings,
+    /// For pools created from now on; `apply` changes it.
+    settings: Mutex<PoolSettings>,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
 }
 
@@ -282,7 +366,7 @@ impl Pools {
     /// An empty set of pools sharing `settings`.
     pub fn new(settings: PoolSettings) -> Pools {
         Pools {
-            settings,
+            settings: Mutex::new(settings),
             pools: Mutex::new(HashMap::new()),
         }
     }
@@ -291,8 +375,16 @@ impl Pools {
     pub fn get_or_create(&self, key: PoolKey, target: impl FnOnce() -> LoginTarget) -> Arc<Pool> {
         lock(&self.pools)
             .entry(key)
-            .or_insert_with(|| Arc::new(Pool::new(target(), self.settings.clone())))
+            .or_insert_with(|| Arc::new(Pool::new(target(), lock(&self.settings).clone())))
             .clone()
+    }
+
+    /// Puts reloaded settings in force in every pool and for new ones.
+    pub fn apply(&self, settings: PoolSettings) {
+        *lock(&self.settings) = settings.clone();
+        for (_, pool) in self.all() {
+            pool.apply(settings.clone());
+        }
     }
 
     /// Points every pool of `user` at a new secret.
@@ -309,7 +401,7 @@ impl Pools {
     pub fn close_idle(&self, node: usize) {
         for (key, pool) in self.all() {
             if key.node == node {
-                lock(&pool.idle).clear();
+                lock(&pool.state).idle.clear();
             }
         }
     }

@@ -96,6 +96,10 @@ pub struct Session {
     /// The configuration in force, picked up once per batch of client
     /// input: the hot path reads a plain `Arc`, not the shared `ArcSwap`.
     config: Arc<Config>,
+    /// `pool.mode` as the session started: a reload that changes it must
+    /// not turn a session-mode client, whose state lives on its server
+    /// connection, into a transaction-mode one (or back).
+    pool_mode: PoolMode,
     client: ClientStream,
     client_in: BytesMut,
     client_out: BytesMut,
@@ -268,8 +272,10 @@ impl Session {
             .iter()
             .cloned()
             .partition(|(name, _)| is_pgsplit_parameter(name));
+        let config = Arc::clone(&shared.config());
         let mut session = Session {
-            config: Arc::clone(&shared.config()),
+            pool_mode: config.pool.mode,
+            config,
             settings: SessionSettings::from_startup(&server_parameters, &shared.startup_settings),
             client: login.stream,
             client_in: login.buffered,
@@ -347,7 +353,7 @@ impl Session {
     }
 
     fn pool_mode(&self) -> PoolMode {
-        self.config.pool.mode
+        self.pool_mode
     }
 
     /// Sends what a server sends after authentication. The first server
