@@ -318,7 +318,7 @@ impl LocalCluster {
         let conf = [
             "".to_string(),
             "# added by pgsplit::cluster".to_string(),
-            format!("listen_addresses = '{}'", listen_addresses()),
+            "listen_addresses = '127.0.0.1'".to_string(),
             format!("port = {}", node.port),
             format!(
                 "unix_socket_directories = {}",
@@ -819,16 +819,6 @@ fn append_lines(path: &Path, lines: &[String]) -> Result<()> {
     text.push('\n');
     file.write_all(text.as_bytes())
         .with_context(|| format!("appending to {}", path.display()))
-}
-
-/// The loopback addresses a node listens on: IPv6 too where the machine
-/// has it, so that a node can also be reached as `::1`.
-fn listen_addresses() -> &'static str {
-    if std::net::TcpListener::bind("[::1]:0").is_ok() {
-        "127.0.0.1,::1"
-    } else {
-        "127.0.0.1"
-    }
 }
 
 /// Quotes a value for postgresql.conf (`'` doubled, backslashes escaped).

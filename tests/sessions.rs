@@ -354,30 +354,6 @@ async fn a_node_on_a_unix_socket_serves_writes_and_cancels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_at_an_ipv6_address_serves_writes_and_cancels() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!(
-            "skipped: this machine has no IPv6 loopback, so the nodes listen on 127.0.0.1 only"
-        );
-        return;
-    }
-    let mut config = common::proxy_config("");
-    let primary = config.primary_index();
-    config.nodes[primary].host = "::1".into();
-    let addr = common::spawn_proxy(config);
-
-    let client = try_connect(&app_url(addr)).await.unwrap();
-    // A transaction runs on the primary, which sees pgsplit come in over IPv6.
-    let rows = client
-        .simple_query("BEGIN; SELECT host(inet_server_addr()); COMMIT")
-        .await
-        .unwrap();
-    assert_eq!(first_value(&rows).as_deref(), Some("::1"));
-    // The cancel request is sent to [::1]:port.
-    assert_cancel_reaches_the_running_query(addr, 23).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_keeps_one_server_connection() {
     let addr = start_proxy("pool: { mode: session, size: 4 }\n");
     let client = connect(addr).await;
